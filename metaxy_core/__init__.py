@@ -1,0 +1,45 @@
+"""metaxy_core: per-sample, per-field versioning of feature metadata.
+
+Declare features with fields and field-level dependencies, build a validated
+:class:`FeatureGraph`, and ask a metadata store which samples are new, stale or orphaned.
+"""
+
+from metaxy_core import errors
+from metaxy_core.definitions import (
+    DEFAULT_FIELD,
+    FeatureDep,
+    FeatureSpec,
+    FieldDep,
+    FieldRef,
+    FieldSpec,
+    Lineage,
+)
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.hashing import hash_parts, hash_string
+from metaxy_core.increment import Increment, IncrementCounts, StaleReason
+from metaxy_core.store.base import MetadataStore, WriteResult
+from metaxy_core.store.duckdb import DuckDBMetadataStore
+from metaxy_core.store.memory import InMemoryMetadataStore
+from metaxy_core.versions import GraphVersions
+
+__all__ = [
+    "DEFAULT_FIELD",
+    "DuckDBMetadataStore",
+    "FeatureDep",
+    "FeatureGraph",
+    "FeatureSpec",
+    "FieldDep",
+    "FieldRef",
+    "FieldSpec",
+    "GraphVersions",
+    "InMemoryMetadataStore",
+    "Increment",
+    "IncrementCounts",
+    "Lineage",
+    "MetadataStore",
+    "StaleReason",
+    "WriteResult",
+    "errors",
+    "hash_parts",
+    "hash_string",
+]

@@ -1,0 +1,230 @@
+"""Feature and field declarations: immutable Pydantic models, validated on construction.
+
+>>> raw = FeatureSpec(key="video/raw", id_columns=["video_id"], fields=["audio", "frames"])
+>>> transcript = FeatureSpec(
+...     key="audio/transcript",
+...     id_columns=["video_id"],
+...     deps=["video/raw"],
+...     fields=[FieldSpec(key="text", code_version="2", deps=[FieldDep("video/raw", ["audio"])])],
+... )
+>>> [f.key for f in raw.fields], transcript.fields[0].deps[0].fields
+(['audio', 'frames'], ('audio',))
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from metaxy_core.errors import (
+    DuplicateFieldError,
+    EmptyIdColumnsError,
+    FieldNotFoundError,
+    GraphError,
+    InvalidKeyError,
+    MetaxyError,
+)
+
+__all__ = [
+    "DEFAULT_FIELD",
+    "FeatureDep",
+    "FeatureSpec",
+    "FieldDep",
+    "FieldRef",
+    "FieldSpec",
+    "Lineage",
+]
+
+DEFAULT_FIELD = "default"
+_SEGMENT = r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*"
+_FEATURE_KEY = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
+_FIELD_KEY = re.compile(rf"^{_SEGMENT}$")
+_KEY_HINT = (
+    "use lowercase segments of letters, digits and single underscores, starting with a letter, "
+    "joined by '/'"
+)
+
+
+def _check_feature_key(key: str) -> str:
+    if not isinstance(key, str) or not _FEATURE_KEY.match(key):
+        raise InvalidKeyError(f"feature key {key!r} is not a valid path: {_KEY_HINT}, e.g. 'video/raw'.")
+    return key
+
+
+def _check_field_key(key: str, where: str) -> str:
+    if not isinstance(key, str) or not _FIELD_KEY.match(key):
+        raise InvalidKeyError(
+            f"field key {key!r} of {where} is not valid: use one lowercase segment of letters, "
+            "digits and single underscores, starting with a letter, e.g. 'audio'."
+        )
+    return key
+
+
+class FieldRef(NamedTuple):
+    """One field of one feature."""
+
+    feature: str
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.feature}.{self.field}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        # Pydantic wraps a ValueError raised by a validator in a ValidationError; give callers
+        # our own error, which names the culprit and what to do.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            for detail in exc.errors():
+                cause = detail.get("ctx", {}).get("error")
+                if isinstance(cause, MetaxyError):
+                    raise cause from None
+            raise
+
+
+class Lineage(str, Enum):
+    """How the samples of a feature relate to the samples of one upstream feature.
+
+    Only ``identity`` (one downstream sample per upstream sample, same id columns) is available
+    now; aggregation (N:1) and expansion (1:N) will be added as further members.
+    """
+
+    IDENTITY = "identity"
+
+
+class FieldDep(_Frozen):
+    """Field ``fields`` of upstream feature ``feature``; ``None`` means all of its fields."""
+
+    feature: str
+    fields: tuple[str, ...] | None = None
+
+    def __init__(self, feature: str, fields: Any = None, /, **data: Any) -> None:
+        super().__init__(feature=feature, fields=fields, **data)
+
+    @field_validator("feature")
+    @classmethod
+    def _feature_key(cls, value: str) -> str:
+        return _check_feature_key(value)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _field_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+
+class FieldSpec(_Frozen):
+    """A named part of a sample's data.
+
+    ``code_version`` is bumped by the author when the code that computes the field changes.
+    ``deps`` lists the upstream fields it is computed from; ``None`` means the default: the
+    same-named field of each upstream feature if it has one, else all of its fields.
+    """
+
+    key: str
+    code_version: str = "1"
+    deps: tuple[FieldDep, ...] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _check_field_key(value, "a FieldSpec")
+
+
+class FeatureDep(_Frozen):
+    """Feature-level dependency on ``feature`` through ``lineage``."""
+
+    feature: str
+    lineage: Lineage = Lineage.IDENTITY
+
+    @field_validator("feature")
+    @classmethod
+    def _feature_key(cls, value: str) -> str:
+        return _check_feature_key(value)
+
+
+class FeatureSpec(_Frozen):
+    """A per-sample metadata table: its key, id columns, fields and upstream features."""
+
+    key: str
+    id_columns: tuple[str, ...]
+    fields: tuple[FieldSpec, ...] = (FieldSpec(key=DEFAULT_FIELD),)
+    deps: tuple[FeatureDep, ...] = ()
+    description: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _check_feature_key(value)
+
+    @field_validator("id_columns", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _fields(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, (str, FieldSpec)) else list(value)
+        return tuple(FieldSpec(key=f) if isinstance(f, str) else f for f in items)
+
+    @field_validator("deps", mode="before")
+    @classmethod
+    def _deps(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, (str, FeatureDep)) else list(value)
+        return tuple(FeatureDep(feature=d) if isinstance(d, str) else d for d in items)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSpec:
+        if not self.id_columns or any(not c for c in self.id_columns):
+            raise EmptyIdColumnsError(
+                f"feature {self.key!r} has no id columns: pass id_columns=[...] naming the "
+                "column(s) that identify a sample, e.g. id_columns=['video_id']."
+            )
+        if len(set(self.id_columns)) != len(self.id_columns):
+            raise EmptyIdColumnsError(
+                f"feature {self.key!r} repeats an id column in {list(self.id_columns)}: "
+                "list each id column once."
+            )
+        if not self.fields:
+            raise GraphError(
+                f"feature {self.key!r} has no fields: declare at least one, e.g. "
+                f"fields=[{DEFAULT_FIELD!r}]."
+            )
+        seen: set[str] = set()
+        for f in self.fields:
+            if f.key in seen:
+                raise DuplicateFieldError(
+                    f"feature {self.key!r} declares field {f.key!r} twice: give each field "
+                    "of a feature its own key."
+                )
+            seen.add(f.key)
+        return self
+
+    @property
+    def field_keys(self) -> tuple[str, ...]:
+        """The keys of the fields, in declaration order."""
+        return tuple(f.key for f in self.fields)
+
+    @property
+    def is_root(self) -> bool:
+        """True when the feature has no upstream features."""
+        return not self.deps
+
+    def field(self, key: str) -> FieldSpec:
+        """The field ``key``; raises :class:`~metaxy_core.errors.FieldNotFoundError`."""
+        for f in self.fields:
+            if f.key == key:
+                return f
+        raise FieldNotFoundError(
+            f"feature {self.key!r} has no field {key!r}; its fields are: "
+            f"{', '.join(self.field_keys)}."
+        )

@@ -1,0 +1,133 @@
+"""The one hash of metaxy, in Python, Polars and DuckDB.
+
+Every version and every provenance is ``xxhash64`` (seed 42) of a canonical UTF-8 string,
+rendered as 16 lowercase hex characters. A canonical string joins its parts with
+:data:`SEPARATOR`; a missing part is written as :data:`NULL_SENTINEL`. Neither character can
+appear in a hex digest, so distinct part lists never collide by concatenation.
+
+Seed 42 is Spark's: Spark's native ``xxhash64`` over one string column is XXH64 with seed 42,
+so a Spark engine can stay native.
+
+>>> hash_parts(["a", "b"])
+'6a835b976ec3fa9e'
+>>> hash_parts(["a", None]) == hash_parts(["a", NULL_SENTINEL])
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import polars as pl
+import polars_hash as plh
+import pyarrow as pa
+import xxhash
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "HASH_ALGORITHM",
+    "NULL_SENTINEL",
+    "SEED",
+    "SEPARATOR",
+    "canonical",
+    "hash_parts",
+    "hash_string",
+    "polars_hash",
+    "register_duckdb_hash",
+    "sql_hash",
+]
+
+SEED: Final = 42
+SEPARATOR: Final = "\x1f"  # ASCII unit separator
+NULL_SENTINEL: Final = "\x1e"  # ASCII record separator
+HASH_ALGORITHM: Final = "xxhash64-seed42-hex16"
+DUCKDB_FUNCTION: Final = "metaxy_xxh64"
+
+# Two ASCII hex digits per byte value, packed little-endian so that viewing a uint16 array
+# as bytes yields the digits in reading order.
+_HEX_PAIRS = np.array(
+    [ord(f"{b:02x}"[0]) | (ord(f"{b:02x}"[1]) << 8) for b in range(256)], dtype="<u2"
+)
+
+
+def canonical(parts: Sequence[str | None]) -> str:
+    """Join parts into the canonical string that is hashed."""
+    return SEPARATOR.join(NULL_SENTINEL if p is None else p for p in parts)
+
+
+def hash_string(value: str) -> str:
+    """Hash one string: xxhash64 with seed 42 as 16 lowercase hex characters.
+
+    >>> hash_string("")
+    '98b1582b0977e704'
+    """
+    return xxhash.xxh64_hexdigest(value.encode("utf-8"), seed=SEED)
+
+
+def hash_parts(parts: Sequence[str | None]) -> str:
+    """Hash the canonical string of ``parts``."""
+    return hash_string(canonical(parts))
+
+
+def _u64_to_hex(values: np.ndarray) -> pa.Array:
+    """Render unsigned 64-bit integers as 16-character lowercase hex strings, vectorized."""
+    n = len(values)
+    big_endian = values.astype(">u8", copy=False).view(np.uint8)
+    digits = _HEX_PAIRS[big_endian].view(np.uint8)
+    if n * 16 < 2**31:
+        offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
+    offsets64 = np.arange(0, 16 * (n + 1), 16, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets64), pa.py_buffer(digits))
+
+
+def _hex_series(hashes: pl.Series) -> pl.Series:
+    return pl.Series(hashes.name, _u64_to_hex(hashes.to_numpy()), dtype=pl.String)
+
+
+def polars_hash(parts: Sequence[pl.Expr]) -> pl.Expr:
+    """A Polars expression hashing the canonical string of ``parts`` (string expressions).
+
+    >>> pl.select(h=polars_hash([pl.lit("a"), pl.lit("b")])).item()
+    '6a835b976ec3fa9e'
+    """
+    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
+    joined = plh.concat_str(*filled, separator=SEPARATOR)
+    return joined.nchash.xxhash64(seed=SEED).map_batches(_hex_series, return_dtype=pl.String)
+
+
+def _duckdb_udf(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    strings = pl.Series("v", values, dtype=pl.String)
+    hashes = strings.to_frame().select(plh.col("v").nchash.xxhash64(seed=SEED)).to_series()
+    return _u64_to_hex(hashes.to_numpy())
+
+
+def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
+    """Register ``metaxy_xxh64(VARCHAR) -> VARCHAR`` on a DuckDB connection.
+
+    DuckDB has no native xxhash64 and extensions cannot be downloaded offline, so the function
+    is a vectorized Arrow UDF backed by the same Rust hash that the Polars engine uses.
+    """
+    import duckdb
+
+    try:
+        connection.create_function(
+            DUCKDB_FUNCTION,
+            _duckdb_udf,
+            [duckdb.sqltype("VARCHAR")],
+            duckdb.sqltype("VARCHAR"),
+            type="arrow",
+            null_handling="special",
+        )
+    except duckdb.NotImplementedException:  # already registered on this connection
+        pass
+
+
+def sql_hash(parts: Sequence[str]) -> str:
+    """SQL hashing the canonical string of ``parts`` (SQL string expressions)."""
+    filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
+    return f"{DUCKDB_FUNCTION}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"

@@ -1,0 +1,1 @@
+"""Metadata stores: the embedded DuckDB file store and the in-memory Polars store."""

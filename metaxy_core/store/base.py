@@ -1,0 +1,239 @@
+"""The metadata store interface, shared by every backend.
+
+A store keeps one append-only history per feature and the current row of every sample (its
+latest write by write sequence). Backends implement a handful of primitives; validation,
+system columns and increments are computed here and in the engines, once for all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import narwhals as nw
+import polars as pl
+
+from metaxy_core import columns as c
+from metaxy_core.definitions import FieldRef
+from metaxy_core.errors import FeatureNotFoundError
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.increment import Increment, IncrementCounts
+from metaxy_core.plan import ResolvePlan, build_plan
+from metaxy_core.store.rows import prepare_rows, to_polars, tombstones, validate_samples
+
+__all__ = ["Engine", "MetadataStore", "WriteResult"]
+
+
+class Engine(Protocol):
+    """What an engine does with a plan (see :mod:`metaxy_core.engines`)."""
+
+    name: str
+
+    def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> Any:
+        """The expected provenance of every sample upstream produces (engine-native frame)."""
+
+    def resolve(
+        self,
+        plan: ResolvePlan,
+        samples: pl.LazyFrame | None = None,
+        filter: nw.Expr | None = None,
+    ) -> Increment:
+        """New, stale and orphaned samples."""
+
+    def count(
+        self,
+        plan: ResolvePlan,
+        samples: pl.LazyFrame | None = None,
+        filter: nw.Expr | None = None,
+    ) -> IncrementCounts:
+        """Counts of new, stale and orphaned samples."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write appended."""
+
+    feature: str
+    rows: int
+    write_seq: int
+
+
+class MetadataStore(ABC):
+    """An append-only store of feature metadata, with increments.
+
+    Use it as a context manager to keep one connection for several operations.
+    """
+
+    def __init__(self, graph: FeatureGraph) -> None:
+        self.graph = graph
+
+    # -- backend primitives ---------------------------------------------------------------------
+
+    @abstractmethod
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        """A handle held for one operation (a connection, or nothing)."""
+
+    @abstractmethod
+    def _engine(self, session: Any) -> Engine:
+        """The engine resolving increments in this session."""
+
+    @abstractmethod
+    def _user_columns(self, session: Any, feature: str) -> list[str] | None:
+        """Non-system columns of a feature's stored rows, or ``None`` if never written."""
+
+    @abstractmethod
+    def _recipes_by_version(self, session: Any, feature: str) -> dict[str, dict[str, str]]:
+        """Stored feature version -> {field: recipe} for every version ever written."""
+
+    @abstractmethod
+    def _append(self, session: Any, feature: str, rows: pl.DataFrame, recipes: Mapping[str, str]) -> int:
+        """Append rows (with system columns) atomically; returns the write sequence."""
+
+    @abstractmethod
+    def _scan(
+        self, session: Any, feature: str, *, history: bool, columns: Sequence[str] | None
+    ) -> pl.LazyFrame | None:
+        """Current (or all) rows of a feature, or ``None`` if never written."""
+
+    @abstractmethod
+    def last_write_seq(self, feature: str | None = None) -> int:
+        """The latest write sequence of one feature or of the whole store (0 when none)."""
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def __enter__(self) -> MetadataStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write(self, feature: str, frame: Any, *, run_id: str | None = None) -> WriteResult:
+        """Append samples of ``feature``; returns what was written.
+
+        Root features need a ``metaxy_data_version__<field>`` column per field. Other features
+        take their provenance from the frame's ``metaxy_provenance__<field>`` columns (as an
+        increment gives them) or, when absent, from the current upstream rows; a
+        ``metaxy_data_version__<field>`` column overrides a field's data version.
+        """
+        spec = self._spec(feature)
+        data = to_polars(frame, f"write of {feature!r}")
+        with self._session() as session:
+            expected = None
+            if not spec.is_root:
+                expected = lambda ids: self._expected_for(session, feature, ids)  # noqa: E731
+            rows = prepare_rows(self.graph, spec, data, run_id=run_id, expected=expected)
+            seq = self._append(session, feature, rows, self._current_recipes(feature))
+        return WriteResult(feature, rows.height, seq)
+
+    def delete(self, feature: str, ids: Any, *, run_id: str | None = None) -> WriteResult:
+        """Soft-delete samples: append tombstones; history keeps every earlier row."""
+        spec = self._spec(feature)
+        data = to_polars(ids, f"delete from {feature!r}").select(spec.id_columns)
+        rows = tombstones(self.graph, spec, data, run_id)
+        with self._session() as session:
+            seq = self._append(session, feature, rows, self._current_recipes(feature))
+        return WriteResult(feature, rows.height, seq)
+
+    def read(
+        self,
+        feature: str,
+        *,
+        history: bool = False,
+        filter: nw.Expr | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """The current rows of ``feature`` (every row ever written with ``history``)."""
+        self._spec(feature)
+        with self._session() as session:
+            scanned = self._scan(session, feature, history=history, columns=None)
+            if scanned is None:
+                return pl.DataFrame(schema={k: pl.String for k in self.graph[feature].id_columns})
+            if filter is not None:
+                scanned = nw.from_native(scanned).filter(filter).to_native()
+            if columns is not None:
+                scanned = scanned.select(columns)
+            if history:
+                scanned = scanned.sort(c.WRITE_SEQ, maintain_order=True)
+            return scanned.collect()
+
+    def resolve_update(
+        self, feature: str, *, samples: Any = None, filter: nw.Expr | None = None
+    ) -> Increment:
+        """Which samples of ``feature`` are new, stale and orphaned.
+
+        Args:
+            feature: the feature key.
+            samples: for a root feature, the samples as they are now (id columns and a
+                ``metaxy_data_version__<field>`` column per field).
+            filter: a Narwhals predicate on id or user columns limiting the increment, e.g.
+                to one partition.
+        """
+        with self._session() as session:
+            plan, lazy_samples = self._plan(session, feature, samples)
+            return self._engine(session).resolve(plan, lazy_samples, filter)
+
+    def count_update(
+        self, feature: str, *, samples: Any = None, filter: nw.Expr | None = None
+    ) -> IncrementCounts:
+        """Counts of :meth:`resolve_update`, without materializing rows."""
+        with self._session() as session:
+            plan, lazy_samples = self._plan(session, feature, samples)
+            return self._engine(session).count(plan, lazy_samples, filter)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _spec(self, feature: str) -> Any:
+        if feature not in self.graph:
+            raise FeatureNotFoundError(
+                f"feature {feature!r} is not in the store's graph; known features: "
+                f"{', '.join(self.graph.topological_order()) or 'none'}. Add its FeatureSpec to "
+                "the graph the store was built with."
+            )
+        return self.graph[feature]
+
+    def _current_recipes(self, feature: str) -> dict[str, str]:
+        recipes = self.graph.versions.recipes
+        return {f: recipes[FieldRef(feature, f)] for f in self.graph[feature].field_keys}
+
+    def _plan(
+        self, session: Any, feature: str, samples: Any
+    ) -> tuple[ResolvePlan, pl.LazyFrame | None]:
+        spec = self._spec(feature)
+        lazy_samples = None
+        sample_columns: list[str] = []
+        if spec.is_root:
+            if samples is None:
+                raise ValueError(
+                    f"{feature!r} is a root feature: pass samples=<frame> with its id columns "
+                    "and a metaxy_data_version__<field> column per field, to compare with the "
+                    "store."
+                )
+            frame = to_polars(samples, f"samples of {feature!r}")
+            validate_samples(spec, frame)
+            lazy_samples = frame.lazy()
+            sample_columns = frame.columns
+        upstream_columns = {
+            d.feature: self._user_columns(session, d.feature) or [] for d in spec.deps
+        }
+        plan = build_plan(
+            self.graph,
+            feature,
+            upstream_columns=upstream_columns,
+            sample_columns=sample_columns,
+            recipes_by_version=self._recipes_by_version(session, feature),
+        )
+        return plan, lazy_samples
+
+    def _expected_for(self, session: Any, feature: str, ids: pl.DataFrame) -> pl.DataFrame:
+        plan, _ = self._plan(session, feature, None)
+        provenance = plan.provenance_columns
+        engine = self._engine(session)
+        expected = engine.expected(plan)
+        native = to_polars(expected, f"expected rows of {feature!r}")
+        return native.join(ids, on=list(plan.id_columns), how="semi").select(
+            *plan.id_columns, *provenance
+        )

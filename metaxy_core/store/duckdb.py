@@ -1,0 +1,290 @@
+"""The embedded default store: one DuckDB file.
+
+Layout: per feature, an append-only history table ``"<key>:history"`` and a table of current
+rows ``"<key>"`` (the latest write of every live sample), both changed in the same transaction,
+so a crash mid-write leaves both as they were. ``metaxy_writes`` logs every write with its
+sequence number; ``metaxy_feature_versions`` the recipes of every feature version written;
+``metaxy_store_info`` the format version and hash algorithm.
+
+DuckDB lets one process at a time open a file for writing. A file store therefore opens its
+connection for one operation (or one ``with store:`` block) and retries while another process
+holds the lock, so several processes can share one file.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import polars as pl
+
+from metaxy_core import columns as c
+from metaxy_core.engines.duckdb import DuckDBEngine, quote, sql_literal
+from metaxy_core.engines.polars import PolarsEngine
+from metaxy_core.errors import ColumnTypeError, StoreFormatError, StoreLockedError
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.hashing import HASH_ALGORITHM
+from metaxy_core.store.base import Engine, MetadataStore
+
+__all__ = ["DuckDBMetadataStore"]
+
+FORMAT_VERSION = "1"
+_CHUNK_ROWS = 1_000_000
+_BATCH = "__metaxy_batch"
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> Any:
+    return con.execute(query, params or []).fetchall()[0][0]
+
+
+class DuckDBMetadataStore(MetadataStore):
+    """Feature metadata in a DuckDB file (or in memory).
+
+    Args:
+        graph: the feature graph.
+        path: the DuckDB file, created on first use; ``":memory:"`` for a private in-memory
+            store.
+        engine: ``"polars"`` (default) hashes with Polars over rows scanned from DuckDB;
+            ``"duckdb"`` runs the whole increment as SQL inside DuckDB. Results are identical.
+        lock_timeout: seconds to wait for another process to release the file.
+
+    >>> from metaxy_core import FeatureGraph, FeatureSpec
+    >>> graph = FeatureGraph([FeatureSpec(key="clips", id_columns=["id"], fields=["audio"])])
+    >>> store = DuckDBMetadataStore(graph, ":memory:")
+    >>> import polars as pl
+    >>> clips = pl.DataFrame({"id": ["a", "b"], "metaxy_data_version__audio": ["1", "2"]})
+    >>> store.resolve_update("clips", samples=clips).counts
+    IncrementCounts(new=2, stale=0, orphaned=0)
+    >>> store.write("clips", clips).rows
+    2
+    >>> store.resolve_update("clips", samples=clips).counts
+    IncrementCounts(new=0, stale=0, orphaned=0)
+    """
+
+    def __init__(
+        self,
+        graph: FeatureGraph,
+        path: str | Path = ":memory:",
+        *,
+        engine: Literal["polars", "duckdb"] = "polars",
+        lock_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(graph)
+        if engine not in ("polars", "duckdb"):
+            raise ValueError(f"engine must be 'polars' or 'duckdb', got {engine!r}.")
+        self.path = str(path)
+        self.engine_name = engine
+        self.lock_timeout = lock_timeout
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._depth = 0
+        if self.path == ":memory:":
+            self._held = self._open()
+            self._depth = 1  # never closed: the data lives in the connection
+
+    def __repr__(self) -> str:
+        return f"DuckDBMetadataStore({self.path!r}, engine={self.engine_name!r})"
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def __enter__(self) -> DuckDBMetadataStore:
+        if self._depth == 0:
+            self._held = self._open()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._held is not None:
+            self._held.close()
+            self._held = None
+
+    @contextmanager
+    def _session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._held is not None:
+            yield self._held
+            return
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(self.path)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreLockedError(
+                        f"store {self.path!r} stayed locked by another process for "
+                        f"{self.lock_timeout:.0f} s: {exc}. Stop the other writer or raise "
+                        "lock_timeout."
+                    ) from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+        try:
+            self._check_format(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _check_format(self, con: duckdb.DuckDBPyConnection) -> None:
+        if _scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'metaxy_store_info'"):
+            info = dict(con.sql("SELECT key, value FROM metaxy_store_info").fetchall())
+            wanted = {"format_version": FORMAT_VERSION, "hash_algorithm": HASH_ALGORITHM}
+            for key, value in wanted.items():
+                if info.get(key) != value:
+                    raise StoreFormatError(
+                        f"store {self.path!r} was written with {key} {info.get(key)!r}, but "
+                        f"this metaxy uses {value!r}. Open it with the metaxy version that "
+                        "wrote it, or start a new store file."
+                    )
+            return
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE IF NOT EXISTS metaxy_store_info (key VARCHAR, value VARCHAR)")
+        con.execute(
+            "INSERT INTO metaxy_store_info VALUES ('format_version', ?), ('hash_algorithm', ?)",
+            [FORMAT_VERSION, HASH_ALGORITHM],
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS metaxy_writes (write_seq BIGINT, feature VARCHAR, "
+            "rows BIGINT, deleted BOOLEAN, run_id VARCHAR, written_at TIMESTAMPTZ)"
+        )
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS metaxy_feature_versions (feature VARCHAR, "
+            "feature_version VARCHAR, field VARCHAR, recipe VARCHAR)"
+        )
+        con.execute("COMMIT")
+
+    # -- primitives -----------------------------------------------------------------------------
+
+    def _tables(self, con: duckdb.DuckDBPyConnection) -> set[str]:
+        return {row[0] for row in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+    def _table(self, con: duckdb.DuckDBPyConnection, feature: str) -> str | None:
+        return quote(feature) if feature in self._tables(con) else None
+
+    def _engine(self, session: duckdb.DuckDBPyConnection) -> Engine:
+        if self.engine_name == "duckdb":
+            tables = self._tables(session)
+            return DuckDBEngine(session, lambda f: quote(f) if f in tables else None)
+        return PolarsEngine(lambda f, cols: self._scan(session, f, history=False, columns=cols))
+
+    def _user_columns(self, session: duckdb.DuckDBPyConnection, feature: str) -> list[str] | None:
+        if self._table(session, feature) is None:
+            return None
+        names = [r[0] for r in session.sql(f"DESCRIBE {quote(feature)}").fetchall()]
+        return [n for n in names if not n.startswith(c.PREFIX)]
+
+    def _recipes_by_version(
+        self, session: duckdb.DuckDBPyConnection, feature: str
+    ) -> dict[str, dict[str, str]]:
+        rows = session.execute(
+            "SELECT feature_version, field, recipe FROM metaxy_feature_versions WHERE feature = ?",
+            [feature],
+        ).fetchall()
+        out: dict[str, dict[str, str]] = {}
+        for version, field, recipe in rows:
+            out.setdefault(version, {})[field] = recipe
+        return out
+
+    def _scan(
+        self,
+        session: duckdb.DuckDBPyConnection,
+        feature: str,
+        *,
+        history: bool,
+        columns: Sequence[str] | None,
+    ) -> pl.LazyFrame | None:
+        if self._table(session, feature) is None:
+            return None
+        table = quote(f"{feature}:history" if history else feature)
+        cols = "*" if columns is None else ", ".join(map(quote, columns))
+        frame = pl.from_arrow(session.sql(f"SELECT {cols} FROM {table}").to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.lazy()
+
+    def last_write_seq(self, feature: str | None = None) -> int:
+        with self._session() as con:
+            where = "" if feature is None else f"WHERE feature = {sql_literal(feature)}"
+            return int(_scalar(con, f"SELECT coalesce(max(write_seq), 0) FROM metaxy_writes {where}"))
+
+    def _append(
+        self,
+        session: duckdb.DuckDBPyConnection,
+        feature: str,
+        rows: pl.DataFrame,
+        recipes: Mapping[str, str],
+    ) -> int:
+        con = session
+        current, history = quote(feature), quote(f"{feature}:history")
+        ids = self.graph[feature].id_columns
+        deleted = rows.height > 0 and bool(rows.get_column(c.DELETED).all())
+        con.execute("BEGIN")
+        try:
+            seq = int(_scalar(con, "SELECT coalesce(max(write_seq), 0) + 1 FROM metaxy_writes"))
+            exists = self._table(con, feature) is not None
+            for start in range(0, max(rows.height, 1), _CHUNK_ROWS):
+                chunk = rows.slice(start, _CHUNK_ROWS).with_columns(
+                    pl.lit(seq, dtype=pl.Int64).alias(c.WRITE_SEQ)
+                )
+                con.register(_BATCH, chunk.to_arrow())
+                if not exists:
+                    con.execute(f"CREATE TABLE {history} AS SELECT * FROM {_BATCH} LIMIT 0")
+                    con.execute(f"CREATE TABLE {current} AS SELECT * FROM {_BATCH} LIMIT 0")
+                    exists = True
+                elif start == 0:
+                    self._evolve_schema(con, feature)
+                match = " AND ".join(f"t.{quote(i)} = b.{quote(i)}" for i in ids)
+                con.execute(f"DELETE FROM {current} t USING {_BATCH} b WHERE {match}")
+                con.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {_BATCH}")
+                if not deleted:
+                    con.execute(f"INSERT INTO {current} BY NAME SELECT * FROM {_BATCH}")
+                con.unregister(_BATCH)
+            con.execute(
+                "INSERT INTO metaxy_writes VALUES (?, ?, ?, ?, ?, now())",
+                [seq, feature, rows.height, deleted, rows.get_column(c.RUN_ID)[0] if rows.height else None],
+            )
+            version = self.graph.versions.features[feature]
+            known = _scalar(
+                con,
+                "SELECT count(*) FROM metaxy_feature_versions WHERE feature = ? "
+                "AND feature_version = ?",
+                [feature, version],
+            )
+            if not known:
+                con.executemany(
+                    "INSERT INTO metaxy_feature_versions VALUES (?, ?, ?, ?)",
+                    [[feature, version, f, r] for f, r in sorted(recipes.items())],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return seq
+
+    def _evolve_schema(self, con: duckdb.DuckDBPyConnection, feature: str) -> None:
+        """Check column types against the stored table; add columns the table lacks."""
+        stored = {r[0]: r[1] for r in con.sql(f"DESCRIBE {quote(feature + ':history')}").fetchall()}
+        for name, dtype, *_ in con.sql(f"DESCRIBE {_BATCH}").fetchall():
+            if name not in stored:
+                for table in (feature, f"{feature}:history"):
+                    con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {dtype}")
+            elif stored[name] != dtype and dtype != '"NULL"':
+                raise ColumnTypeError(
+                    f"feature {feature!r}: column {name!r} has type {dtype}, but the store holds "
+                    f"it as {stored[name]}. Cast the column to {stored[name]} before writing."
+                )

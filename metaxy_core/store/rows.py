@@ -1,0 +1,195 @@
+"""Turning a user's frame into rows a store appends: validation and system columns.
+
+Validation runs over the whole frame before anything is written, so a bad frame writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import narwhals as nw
+import polars as pl
+
+from metaxy_core import columns as c
+from metaxy_core.definitions import FeatureSpec, FieldRef
+from metaxy_core.errors import (
+    ColumnTypeError,
+    DuplicateIdError,
+    MissingColumnError,
+    MissingDataVersionError,
+    NullIdError,
+    UnknownSampleError,
+)
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.hashing import polars_hash
+
+__all__ = ["prepare_rows", "to_polars", "tombstones", "validate_ids", "validate_samples"]
+
+# Columns a user's frame may carry into a write; every other ``metaxy_*`` column is dropped.
+_EXAMPLES = 3
+
+
+def to_polars(frame: Any, what: str) -> pl.DataFrame:
+    """Any Narwhals-supported frame (Polars, pandas, Arrow; eager or lazy) as a Polars frame."""
+    try:
+        native = nw.from_native(frame)
+    except TypeError:
+        raise TypeError(
+            f"{what}: expected a Polars, pandas or Arrow frame, got {type(frame).__name__}."
+        ) from None
+    if isinstance(native, nw.LazyFrame):
+        return native.collect("polars").to_polars()
+    return native.to_polars()
+
+
+def _examples(frame: pl.DataFrame) -> str:
+    return ", ".join(str(row) for row in frame.head(_EXAMPLES).iter_rows(named=True))
+
+
+def validate_ids(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """Id columns present, without nulls, unique."""
+    ids = list(spec.id_columns)
+    for name in ids:
+        if name not in frame.columns:
+            raise MissingColumnError(
+                f"feature {spec.key!r}: id column {name!r} is missing; the frame has "
+                f"columns: {', '.join(frame.columns) or 'none'}. Add {name!r} to the frame."
+            )
+    for name in ids:
+        nulls = frame.get_column(name).null_count()
+        if nulls:
+            raise NullIdError(
+                f"feature {spec.key!r}: id column {name!r} has {nulls} null value(s). "
+                "Every sample needs a non-null id: drop or fill those rows."
+            )
+    dupes = frame.filter(pl.struct(ids).is_duplicated())
+    if dupes.height:
+        raise DuplicateIdError(
+            f"feature {spec.key!r}: {dupes.select(ids).n_unique()} sample(s) appear more "
+            f"than once in id columns {ids}, e.g. {_examples(dupes.select(ids).unique())}. "
+            "Write each sample once per call (deduplicate the frame)."
+        )
+
+
+def _check_string(spec: FeatureSpec, frame: pl.DataFrame, name: str) -> None:
+    dtype = frame.schema[name]
+    if dtype not in (pl.String, pl.Null):
+        raise ColumnTypeError(
+            f"feature {spec.key!r}: column {name!r} must hold strings, got {dtype}. "
+            "Cast it to a string (e.g. a hex digest of the content)."
+        )
+
+
+def _check_data_versions(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    dv_cols = [c.data_version_column(f) for f in sorted(spec.field_keys)]
+    for field, name in zip(sorted(spec.field_keys), dv_cols):
+        if name not in frame.columns:
+            raise MissingDataVersionError(
+                f"root feature {spec.key!r}: column {name!r} (the data version of field "
+                f"{field!r}) is missing. Add it, e.g. a content hash of the {field} of each "
+                f"sample; expected one column per field: {', '.join(dv_cols)}."
+            )
+        _check_string(spec, frame, name)
+        nulls = frame.get_column(name).null_count()
+        if nulls:
+            raise MissingDataVersionError(
+                f"root feature {spec.key!r}: column {name!r} has {nulls} null value(s). Give "
+                f"every sample a data version of field {field!r}."
+            )
+
+
+def validate_samples(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """Samples given for a root feature: valid ids and a data version per field."""
+    validate_ids(spec, frame)
+    _check_data_versions(spec, frame)
+
+
+def prepare_rows(
+    graph: FeatureGraph,
+    spec: FeatureSpec,
+    frame: pl.DataFrame,
+    *,
+    run_id: str | None,
+    expected: Callable[[pl.DataFrame], pl.DataFrame] | None,
+) -> pl.DataFrame:
+    """Validate ``frame`` and add every system column except the write sequence.
+
+    Args:
+        expected: for a non-root feature whose frame lacks provenance columns: given the id
+            columns of the frame, the expected provenance of each field from current upstream.
+    """
+    validate_ids(spec, frame)
+    fields = sorted(spec.field_keys)
+    prov_cols = [c.provenance_column(f) for f in fields]
+    dv_cols = [c.data_version_column(f) for f in fields]
+    allowed = {*prov_cols, *dv_cols}
+    frame = frame.select([n for n in frame.columns if not n.startswith(c.PREFIX) or n in allowed])
+    for name in set(frame.columns) & allowed:
+        _check_string(spec, frame, name)
+
+    versions = graph.versions
+    if spec.is_root:
+        _check_data_versions(spec, frame)
+        provenance = [
+            polars_hash([pl.lit(versions.recipes[FieldRef(spec.key, f)]), pl.col(dv)]).alias(p)
+            for f, dv, p in zip(fields, dv_cols, prov_cols)
+        ]
+        frame = frame.with_columns(provenance)
+    elif not set(prov_cols) <= set(frame.columns):
+        assert expected is not None
+        frame = _join_expected(spec, frame.drop(set(prov_cols) & set(frame.columns)), expected)
+
+    data_versions = [
+        (pl.col(dv).fill_null(pl.col(p)) if dv in frame.columns else pl.col(p)).alias(dv)
+        for dv, p in zip(dv_cols, prov_cols)
+    ]
+    frame = frame.with_columns(data_versions)
+    ids = list(spec.id_columns)
+    user = [n for n in frame.columns if n not in ids and not n.startswith(c.PREFIX)]
+    now = datetime.now(timezone.utc)
+    return frame.select(
+        *ids,
+        *user,
+        *prov_cols,
+        *dv_cols,
+        polars_hash([pl.col(p) for p in prov_cols]).alias(c.PROVENANCE),
+        polars_hash([pl.col(d) for d in dv_cols]).alias(c.DATA_VERSION),
+        pl.lit(versions.features[spec.key]).alias(c.FEATURE_VERSION),
+        pl.lit(versions.graph).alias(c.GRAPH_VERSION),
+        pl.lit(run_id, dtype=pl.String).alias(c.RUN_ID),
+        pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(c.WRITTEN_AT),
+        pl.lit(False).alias(c.DELETED),
+    )
+
+
+def _join_expected(
+    spec: FeatureSpec, frame: pl.DataFrame, expected: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    ids = list(spec.id_columns)
+    provenance = expected(frame.select(ids))
+    joined = frame.join(provenance, on=ids, how="left", coalesce=True)
+    first = c.provenance_column(spec.field_keys[0])
+    unknown = joined.filter(pl.col(first).is_null()).select(ids)
+    if unknown.height:
+        raise UnknownSampleError(
+            f"cannot write {spec.key!r}: {unknown.height} sample(s) are not produced by its "
+            f"upstream ({', '.join(d.feature for d in spec.deps)}), e.g. {_examples(unknown)}. "
+            "Write only samples from the increment, or write the upstream samples first."
+        )
+    return joined
+
+
+def tombstones(graph: FeatureGraph, spec: FeatureSpec, ids: pl.DataFrame, run_id: str | None) -> pl.DataFrame:
+    """Rows that soft-delete ``ids``: id columns, deleted flag, the current versions."""
+    validate_ids(spec, ids)
+    now = datetime.now(timezone.utc)
+    return ids.select(
+        *spec.id_columns,
+        pl.lit(graph.versions.features[spec.key]).alias(c.FEATURE_VERSION),
+        pl.lit(graph.versions.graph).alias(c.GRAPH_VERSION),
+        pl.lit(run_id, dtype=pl.String).alias(c.RUN_ID),
+        pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(c.WRITTEN_AT),
+        pl.lit(True).alias(c.DELETED),
+    )

@@ -1,0 +1,54 @@
+"""Helpers for testing code that uses metaxy: stores on every engine, and frame builders.
+
+>>> from metaxy_core import FeatureGraph, FeatureSpec
+>>> graph = FeatureGraph([FeatureSpec(key="clips", id_columns=["id"], fields=["audio"])])
+>>> store = make_store("memory", graph)
+>>> store.write("clips", root_samples("id", ["a", "b"], audio=["h1", "h2"])).rows
+2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import polars as pl
+import polars.testing
+
+from metaxy_core.columns import data_version_column
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.store.base import MetadataStore
+from metaxy_core.store.duckdb import DuckDBMetadataStore
+from metaxy_core.store.memory import InMemoryMetadataStore
+
+__all__ = ["STORE_KINDS", "assert_same_rows", "make_store", "root_samples"]
+
+STORE_KINDS: Final = ("memory", "duckdb-memory", "duckdb-file-polars", "duckdb-file-sql")
+"""Every store and engine combination: parametrize a fixture over these."""
+
+
+def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) -> MetadataStore:
+    """A fresh store of ``kind`` (one of :data:`STORE_KINDS`); file stores go in ``directory``."""
+    if kind == "memory":
+        return InMemoryMetadataStore(graph)
+    if kind == "duckdb-memory":
+        return DuckDBMetadataStore(graph, ":memory:", engine="duckdb")
+    if kind in ("duckdb-file-polars", "duckdb-file-sql"):
+        if directory is None:
+            raise ValueError(f"store kind {kind!r} needs a directory for its file")
+        engine = "polars" if kind.endswith("polars") else "duckdb"
+        return DuckDBMetadataStore(graph, Path(directory) / "metaxy.duckdb", engine=engine)
+    raise ValueError(f"unknown store kind {kind!r}; choose one of {', '.join(STORE_KINDS)}")
+
+
+def root_samples(id_column: str, ids: Sequence[Any], **data_versions: Sequence[str]) -> pl.DataFrame:
+    """A frame of root samples: ids and one data version column per field keyword."""
+    return pl.DataFrame(
+        {id_column: list(ids), **{data_version_column(f): list(v) for f, v in data_versions.items()}}
+    )
+
+
+def assert_same_rows(left: pl.DataFrame, right: pl.DataFrame, *, by: Sequence[str]) -> None:
+    """Assert two frames hold the same rows, whatever their order."""
+    polars.testing.assert_frame_equal(left.sort(by), right.sort(by), check_column_order=False)

@@ -1,0 +1,3 @@
+"""metaxy_dagster: metaxy features as Dagster assets."""
+
+__all__: list[str] = []
