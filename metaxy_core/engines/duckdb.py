@@ -49,6 +49,7 @@ class DuckDBEngine:
         """``table(feature)`` gives the quoted current-rows table of a feature, or ``None``."""
         self._con = connection
         self._table = table
+        self._views: list[str] = []
         register_duckdb_hash(connection)
 
     def expected(
@@ -79,7 +80,10 @@ class DuckDBEngine:
         out = [*plan.id_columns, *plan.passthrough, *plan.provenance_columns]
         extra = [c.CHANGED_FIELDS, c.STALE_REASON]
         query = self._compare(plan, samples, filter, with_reasons=True)
-        frame = pl.from_arrow(self._con.sql(query).to_arrow_table())
+        try:
+            frame = pl.from_arrow(self._con.sql(query).to_arrow_table())
+        finally:
+            self._drop_views()
         assert isinstance(frame, pl.DataFrame)
         parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
         empty = frame.clear()
@@ -98,7 +102,10 @@ class DuckDBEngine:
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples; no rows leave DuckDB."""
         query = self._compare(plan, samples, filter, with_reasons=False)
-        rows = self._con.sql(f"SELECT {STATUS}, count(*) FROM ({query}) GROUP BY ALL").fetchall()
+        try:
+            rows = self._con.sql(f"SELECT {STATUS}, count(*) FROM ({query}) GROUP BY ALL").fetchall()
+        finally:
+            self._drop_views()
         counts = dict(rows)
         return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
 
@@ -108,7 +115,12 @@ class DuckDBEngine:
         """Register a relation or Arrow table under a fresh view name; returns the name."""
         name = f"__metaxy_view_{next(_view_ids)}"
         self._con.register(name, data)
+        self._views.append(name)
         return quote(name)
+
+    def _drop_views(self) -> None:
+        while self._views:
+            self._con.unregister(self._views.pop())
 
     def _join_upstreams(self, plan: ResolvePlan) -> str:
         parts = []
