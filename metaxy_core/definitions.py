@@ -50,7 +50,9 @@ _KEY_HINT = (
 
 def _check_feature_key(key: str) -> str:
     if not isinstance(key, str) or not _FEATURE_KEY.match(key):
-        raise InvalidKeyError(f"feature key {key!r} is not a valid path: {_KEY_HINT}, e.g. 'video/raw'.")
+        raise InvalidKeyError(
+            f"feature key {key!r} is not a valid path: {_KEY_HINT}, e.g. 'video/raw'."
+        )
     return key
 
 

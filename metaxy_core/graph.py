@@ -246,10 +246,10 @@ class FeatureGraph:
                         )
                     refs.add(FieldRef(dep.feature, name))
         else:
-            for dep in spec.deps:
-                upstream = self._specs[dep.feature]
+            for feature_dep in spec.deps:
+                upstream = self._specs[feature_dep.feature]
                 if field.key in upstream.field_keys:
-                    refs.add(FieldRef(dep.feature, field.key))
+                    refs.add(FieldRef(feature_dep.feature, field.key))
                 else:
-                    refs.update(FieldRef(dep.feature, name) for name in upstream.field_keys)
+                    refs.update(FieldRef(feature_dep.feature, n) for n in upstream.field_keys)
         return tuple(sorted(refs))

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -114,17 +115,16 @@ def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
     """
     import duckdb
 
-    try:
+    # Registering twice on one connection raises; the first registration is the same function.
+    with contextlib.suppress(duckdb.NotImplementedException):
         connection.create_function(
             DUCKDB_FUNCTION,
             _duckdb_udf,
             [duckdb.sqltype("VARCHAR")],
             duckdb.sqltype("VARCHAR"),
-            type="arrow",
+            type="arrow",  # type: ignore[call-overload]  # the stubs type these as enums only
             null_handling="special",
         )
-    except duckdb.NotImplementedException:  # already registered on this connection
-        pass
 
 
 def sql_hash(parts: Sequence[str]) -> str:

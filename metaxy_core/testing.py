@@ -37,15 +37,22 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
     if kind in ("duckdb-file-polars", "duckdb-file-sql"):
         if directory is None:
             raise ValueError(f"store kind {kind!r} needs a directory for its file")
-        engine = "polars" if kind.endswith("polars") else "duckdb"
-        return DuckDBMetadataStore(graph, Path(directory) / "metaxy.duckdb", engine=engine)
+        path = Path(directory) / "metaxy.duckdb"
+        if kind.endswith("polars"):
+            return DuckDBMetadataStore(graph, path, engine="polars")
+        return DuckDBMetadataStore(graph, path, engine="duckdb")
     raise ValueError(f"unknown store kind {kind!r}; choose one of {', '.join(STORE_KINDS)}")
 
 
-def root_samples(id_column: str, ids: Sequence[Any], **data_versions: Sequence[str]) -> pl.DataFrame:
+def root_samples(
+    id_column: str, ids: Sequence[Any], **data_versions: Sequence[str]
+) -> pl.DataFrame:
     """A frame of root samples: ids and one data version column per field keyword."""
     return pl.DataFrame(
-        {id_column: list(ids), **{data_version_column(f): list(v) for f, v in data_versions.items()}}
+        {
+            id_column: list(ids),
+            **{data_version_column(f): list(v) for f, v in data_versions.items()},
+        }
     )
 
 

@@ -39,14 +39,20 @@ def graphs(draw: st.DrawFn) -> FeatureGraph:
             if deps and draw(st.booleans()):
                 up = draw(st.sampled_from(deps))
                 up_fields = next(s for s in specs if s.key == up).field_keys
-                explicit = [FieldDep(up, draw(st.lists(st.sampled_from(up_fields), min_size=1, unique=True)))]
+                explicit = [
+                    FieldDep(
+                        up, draw(st.lists(st.sampled_from(up_fields), min_size=1, unique=True))
+                    )
+                ]
             field_specs.append(FieldSpec(key=f, deps=explicit))
         specs.append(FeatureSpec(key=f"f{i}", id_columns=["sid"], fields=field_specs, deps=deps))
     return FeatureGraph(specs)
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]]:
+def scenarios(
+    draw: st.DrawFn,
+) -> tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]]:
     graph = draw(graphs())
     n = draw(st.integers(1, 25))
     roots = [s for s in graph if s.is_root]
@@ -63,7 +69,9 @@ def _root_frame(spec: FeatureSpec, ids: set[int], edited: dict[str, set[int]]) -
     order = sorted(ids)
     data: dict[str, list[str]] = {"sid": [f"s{i}" for i in order]}
     for f in spec.field_keys:
-        data[f"metaxy_data_version__{f}"] = [f"{f}{i}" + ("*" if i in edited.get(f, ()) else "") for i in order]
+        data[f"metaxy_data_version__{f}"] = [
+            f"{f}{i}" + ("*" if i in edited.get(f, ()) else "") for i in order
+        ]
     return pl.DataFrame(data, schema={k: pl.String for k in data})
 
 
@@ -76,7 +84,10 @@ def _recompute(store: MetadataStore, feature: str) -> None:
         store.delete(feature, inc.orphaned)
 
 
-def _check(kind: str, scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]]) -> None:
+def _check(
+    kind: str,
+    scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]],
+) -> None:
     graph, n, edits, added, removed = scenario
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(kind, graph, Path(tmp))
@@ -103,7 +114,9 @@ def _check(kind: str, scenario: tuple[FeatureGraph, int, dict[str, dict[str, set
                 present[spec.key] = set.intersection(*(present[d.feature] for d in spec.deps))
                 for f in spec.field_keys:
                     deps = graph.field_deps(spec.key, f)
-                    changed[FieldRef(spec.key, f)] = set().union(*(changed[d] for d in deps)) & before
+                    changed[FieldRef(spec.key, f)] = (
+                        set().union(*(changed[d] for d in deps)) & before
+                    )
             stored = before if spec.is_root else set(range(n))
             expected_stale = {
                 i: sorted(f for f in spec.field_keys if i in changed[FieldRef(spec.key, f)])
@@ -131,6 +144,7 @@ def _check(kind: str, scenario: tuple[FeatureGraph, int, dict[str, dict[str, set
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios())
 def test_increment_matches_field_level_model(
-    kind: str, scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]]
+    kind: str,
+    scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]],
 ) -> None:
     _check(kind, scenario)

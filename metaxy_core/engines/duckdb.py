@@ -103,11 +103,15 @@ class DuckDBEngine:
         """Counts of new, stale and orphaned samples; no rows leave DuckDB."""
         query = self._compare(plan, samples, filter, with_reasons=False)
         try:
-            rows = self._con.sql(f"SELECT {STATUS}, count(*) FROM ({query}) GROUP BY ALL").fetchall()
+            rows = self._con.sql(
+                f"SELECT {STATUS}, count(*) FROM ({query}) GROUP BY ALL"
+            ).fetchall()
         finally:
             self._drop_views()
         counts = dict(rows)
-        return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
+        return IncrementCounts(
+            counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0)
+        )
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -197,7 +201,9 @@ class DuckDBEngine:
             }
             has_code = " OR ".join(f"({changed[f]} AND {code[f]})" for f in changed)
             has_input = " OR ".join(f"({changed[f]} AND NOT {code[f]})" for f in changed)
-            names = ", ".join(f"CASE WHEN {v} THEN {sql_literal(f)} END" for f, v in changed.items())
+            names = ", ".join(
+                f"CASE WHEN {v} THEN {sql_literal(f)} END" for f, v in changed.items()
+            )
             select += [
                 f"list_filter([{names}], lambda x: x IS NOT NULL) AS {quote(c.CHANGED_FIELDS)}",
                 f"concat_ws(',', CASE WHEN {has_code} THEN '{StaleReason.CODE_VERSION}' END, "
@@ -210,6 +216,5 @@ class DuckDBEngine:
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"
         )
         return (
-            f"SELECT * FROM (SELECT {', '.join(select)} FROM {joined}) "
-            f"WHERE {STATUS} IS NOT NULL"
+            f"SELECT * FROM (SELECT {', '.join(select)} FROM {joined}) WHERE {STATUS} IS NOT NULL"
         )

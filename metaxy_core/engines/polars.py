@@ -79,7 +79,9 @@ class PolarsEngine:
         """Counts of new, stale and orphaned samples; no rows leave the engine."""
         compared = self._compare(plan, samples, filter, with_reasons=False)
         counts = dict(compared.group_by(STATUS).len().collect().iter_rows())
-        return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
+        return IncrementCounts(
+            counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0)
+        )
 
     # -- steps ----------------------------------------------------------------------------------
 

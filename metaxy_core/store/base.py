@@ -90,7 +90,9 @@ class MetadataStore(ABC):
         """Stored feature version -> {field: recipe} for every version ever written."""
 
     @abstractmethod
-    def _append(self, session: Any, feature: str, rows: pl.DataFrame, recipes: Mapping[str, str]) -> int:
+    def _append(
+        self, session: Any, feature: str, rows: pl.DataFrame, recipes: Mapping[str, str]
+    ) -> int:
         """Append rows (with system columns) atomically; returns the write sequence."""
 
     @abstractmethod

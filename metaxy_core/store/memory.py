@@ -72,7 +72,12 @@ class InMemoryMetadataStore(MetadataStore):
         if history is not None:
             for name, dtype in rows.schema.items():
                 stored = history.schema.get(name)
-                if stored is not None and stored != dtype and dtype != pl.Null and stored != pl.Null:
+                if (
+                    stored is not None
+                    and stored != dtype
+                    and dtype != pl.Null
+                    and stored != pl.Null
+                ):
                     raise ColumnTypeError(
                         f"feature {feature!r}: column {name!r} has type {dtype}, but the store "
                         f"holds it as {stored}. Cast the column to {stored} before writing."
@@ -83,9 +88,15 @@ class InMemoryMetadataStore(MetadataStore):
         if current is not None:
             current = current.join(rows.select(ids), on=ids, how="anti")
         # Build both frames before assigning either: a failure leaves the store as it was.
-        new_current = pl.concat([f for f in (current, live) if f is not None], how="diagonal_relaxed")
-        new_history = pl.concat([f for f in (history, rows) if f is not None], how="diagonal_relaxed")
+        new_current = pl.concat(
+            [f for f in (current, live) if f is not None], how="diagonal_relaxed"
+        )
+        new_history = pl.concat(
+            [f for f in (history, rows) if f is not None], how="diagonal_relaxed"
+        )
         self._current[feature], self._history[feature] = new_current, new_history
-        self._versions.setdefault(feature, {})[self.graph.versions.features[feature]] = dict(recipes)
+        self._versions.setdefault(feature, {})[self.graph.versions.features[feature]] = dict(
+            recipes
+        )
         self._seq = self._seq_by_feature[feature] = seq
         return seq

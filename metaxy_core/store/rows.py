@@ -40,8 +40,9 @@ def to_polars(frame: Any, what: str) -> pl.DataFrame:
             f"{what}: expected a Polars, pandas or Arrow frame, got {type(frame).__name__}."
         ) from None
     if isinstance(native, nw.LazyFrame):
-        return native.collect("polars").to_polars()
-    return native.to_polars()
+        native = native.collect("polars")
+    result: pl.DataFrame = native.to_polars()
+    return result
 
 
 def _examples(frame: pl.DataFrame) -> str:
@@ -84,7 +85,7 @@ def _check_string(spec: FeatureSpec, frame: pl.DataFrame, name: str) -> None:
 
 def _check_data_versions(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     dv_cols = [c.data_version_column(f) for f in sorted(spec.field_keys)]
-    for field, name in zip(sorted(spec.field_keys), dv_cols):
+    for field, name in zip(sorted(spec.field_keys), dv_cols, strict=True):
         if name not in frame.columns:
             raise MissingDataVersionError(
                 f"root feature {spec.key!r}: column {name!r} (the data version of field "
@@ -134,7 +135,7 @@ def prepare_rows(
         _check_data_versions(spec, frame)
         provenance = [
             polars_hash([pl.lit(versions.recipes[FieldRef(spec.key, f)]), pl.col(dv)]).alias(p)
-            for f, dv, p in zip(fields, dv_cols, prov_cols)
+            for f, dv, p in zip(fields, dv_cols, prov_cols, strict=True)
         ]
         frame = frame.with_columns(provenance)
     elif not set(prov_cols) <= set(frame.columns):
@@ -143,7 +144,7 @@ def prepare_rows(
 
     data_versions = [
         (pl.col(dv).fill_null(pl.col(p)) if dv in frame.columns else pl.col(p)).alias(dv)
-        for dv, p in zip(dv_cols, prov_cols)
+        for dv, p in zip(dv_cols, prov_cols, strict=True)
     ]
     frame = frame.with_columns(data_versions)
     ids = list(spec.id_columns)
@@ -181,7 +182,9 @@ def _join_expected(
     return joined
 
 
-def tombstones(graph: FeatureGraph, spec: FeatureSpec, ids: pl.DataFrame, run_id: str | None) -> pl.DataFrame:
+def tombstones(
+    graph: FeatureGraph, spec: FeatureSpec, ids: pl.DataFrame, run_id: str | None
+) -> pl.DataFrame:
     """Rows that soft-delete ``ids``: id columns, deleted flag, the current versions."""
     validate_ids(spec, ids)
     now = datetime.now(timezone.utc)
