@@ -49,7 +49,7 @@ _KEY_HINT = (
 
 
 def _check_feature_key(key: str) -> str:
-    if not isinstance(key, str) or not _FEATURE_KEY.match(key):
+    if not isinstance(key, str) or not _FEATURE_KEY.fullmatch(key):
         raise InvalidKeyError(
             f"feature key {key!r} is not a valid path: {_KEY_HINT}, e.g. 'video/raw'."
         )
@@ -57,7 +57,7 @@ def _check_feature_key(key: str) -> str:
 
 
 def _check_field_key(key: str, where: str) -> str:
-    if not isinstance(key, str) or not _FIELD_KEY.match(key):
+    if not isinstance(key, str) or not _FIELD_KEY.fullmatch(key):
         raise InvalidKeyError(
             f"field key {key!r} of {where} is not valid: use one lowercase segment of letters, "
             "digits and single underscores, starting with a letter, e.g. 'audio'."
@@ -107,8 +107,13 @@ class FieldDep(_Frozen):
     feature: str
     fields: tuple[str, ...] | None = None
 
-    def __init__(self, feature: str, fields: Any = None, /, **data: Any) -> None:
-        super().__init__(feature=feature, fields=fields, **data)
+    def __init__(self, feature: str | None = None, fields: Any = None, /, **data: Any) -> None:
+        # Positional shorthand FieldDep("video/raw", ["audio"]) next to keywords and dicts.
+        if feature is not None:
+            data["feature"] = feature
+        if fields is not None:
+            data["fields"] = fields
+        super().__init__(**data)
 
     @field_validator("feature")
     @classmethod
