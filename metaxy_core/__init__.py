@@ -14,6 +14,7 @@ from metaxy_core.definitions import (
     FieldSpec,
     Lineage,
 )
+from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts, hash_string
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
@@ -32,11 +33,13 @@ __all__ = [
     "FieldRef",
     "FieldSpec",
     "GraphVersions",
+    "HashShard",
     "InMemoryMetadataStore",
     "Increment",
     "IncrementCounts",
     "Lineage",
     "MetadataStore",
+    "SampleFilter",
     "StaleReason",
     "WriteResult",
     "errors",

@@ -38,6 +38,7 @@ __all__ = [
     "hash_parts",
     "hash_string",
     "polars_hash",
+    "polars_hash_u64",
     "register_duckdb_hash",
     "sql_hash",
 ]
@@ -47,6 +48,7 @@ SEPARATOR: Final = "\x1f"  # ASCII unit separator
 NULL_SENTINEL: Final = "\x1e"  # ASCII record separator
 HASH_ALGORITHM: Final = "xxhash64-seed42-hex16"
 DUCKDB_FUNCTION: Final = "metaxy_xxh64"
+DUCKDB_U64: Final = "metaxy_xxh64_u64"
 
 # Two ASCII hex digits per byte value, packed little-endian so that viewing a uint16 array
 # as bytes yields the digits in reading order.
@@ -90,21 +92,28 @@ def _hex_series(hashes: pl.Series) -> pl.Series:
     return pl.Series(hashes.name, _u64_to_hex(hashes.to_numpy()), dtype=pl.String)
 
 
+def polars_hash_u64(parts: Sequence[pl.Expr]) -> pl.Expr:
+    """Like :func:`polars_hash`, as the unsigned 64-bit integer before hex rendering."""
+    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
+    return plh.concat_str(*filled, separator=SEPARATOR).nchash.xxhash64(seed=SEED)
+
+
 def polars_hash(parts: Sequence[pl.Expr]) -> pl.Expr:
     """A Polars expression hashing the canonical string of ``parts`` (string expressions).
 
     >>> pl.select(h=polars_hash([pl.lit("a"), pl.lit("b")])).item()
     '6a835b976ec3fa9e'
     """
-    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
-    joined = plh.concat_str(*filled, separator=SEPARATOR)
-    return joined.nchash.xxhash64(seed=SEED).map_batches(_hex_series, return_dtype=pl.String)
+    return polars_hash_u64(parts).map_batches(_hex_series, return_dtype=pl.String)
+
+
+def _duckdb_u64(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    strings = pl.Series("v", values, dtype=pl.String)
+    return strings.to_frame().select(plh.col("v").nchash.xxhash64(seed=SEED)).to_series().to_arrow()
 
 
 def _duckdb_udf(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    strings = pl.Series("v", values, dtype=pl.String)
-    hashes = strings.to_frame().select(plh.col("v").nchash.xxhash64(seed=SEED)).to_series()
-    return _u64_to_hex(hashes.to_numpy())
+    return _u64_to_hex(pl.Series(_duckdb_u64(values)).to_numpy())
 
 
 def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
@@ -115,19 +124,22 @@ def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
     """
     import duckdb
 
-    # Registering twice on one connection raises; the first registration is the same function.
-    with contextlib.suppress(duckdb.NotImplementedException):
-        connection.create_function(
-            DUCKDB_FUNCTION,
-            _duckdb_udf,
-            [duckdb.sqltype("VARCHAR")],
-            duckdb.sqltype("VARCHAR"),
-            type="arrow",  # type: ignore[call-overload]  # the stubs type these as enums only
-            null_handling="special",
-        )
+    functions = {DUCKDB_FUNCTION: (_duckdb_udf, "VARCHAR"), DUCKDB_U64: (_duckdb_u64, "UBIGINT")}
+    for name, (function, returns) in functions.items():
+        # Registering twice on one connection raises; the first registration is the same.
+        with contextlib.suppress(duckdb.NotImplementedException):
+            connection.create_function(
+                name,
+                function,
+                [duckdb.sqltype("VARCHAR")],
+                duckdb.sqltype(returns),
+                type="arrow",  # type: ignore[call-overload]  # the stubs type these as enums
+                null_handling="special",
+            )
 
 
-def sql_hash(parts: Sequence[str]) -> str:
+def sql_hash(parts: Sequence[str], *, as_u64: bool = False) -> str:
     """SQL hashing the canonical string of ``parts`` (SQL string expressions)."""
     filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
-    return f"{DUCKDB_FUNCTION}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"
+    function = DUCKDB_U64 if as_u64 else DUCKDB_FUNCTION
+    return f"{function}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"

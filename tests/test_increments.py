@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import narwhals as nw
 import polars as pl
 import pytest
 
-from metaxy_core import MetadataStore, StaleReason
+from metaxy_core import HashShard, MetadataStore, StaleReason, hash_string
 from metaxy_core.testing import STORE_KINDS, make_store, root_samples
 from tests.reference import reference_graph
 
@@ -126,3 +127,21 @@ def test_new_and_orphaned(computed: MetadataStore) -> None:
     assert sorted(crop.new["video_id"]) == ["w1", "w2"]
     assert crop.orphaned["video_id"].to_list() == ["v0001"]
     assert crop.stale.height == 0
+
+
+def test_filters_scope_the_increment(computed: MetadataStore) -> None:
+    edited = {0, 1, 2, 3, 500}
+    computed.write("video/raw", _raw(audio_edit=edited))
+    by_column = computed.resolve_update("video/crop", filter=nw.col("video_id") < "v0100")
+    assert sorted(by_column.stale["video_id"]) == ["v0000", "v0001", "v0002", "v0003"]
+
+    shards = [computed.resolve_update("video/crop", filter=HashShard(3, k)) for k in range(3)]
+    per_shard = [set(s.stale["video_id"]) for s in shards]
+    assert set().union(*per_shard) == {IDS[i] for i in edited}
+    assert sum(len(s) for s in per_shard) == len(edited)  # disjoint
+    counts = [computed.count_update("video/crop", filter=HashShard(3, k)).stale for k in range(3)]
+    assert counts == [len(s) for s in per_shard]
+    # The shard of a sample is xxhash64 of its id, the same in every engine.
+    for k, ids in enumerate(per_shard):
+        for sid in ids:
+            assert int(hash_string(sid), 16) % 3 == k

@@ -7,13 +7,14 @@ The only rows that leave DuckDB are the increment's. Hashing runs in DuckDB thro
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import duckdb
 import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
+from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.hashing import register_duckdb_hash, sql_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
@@ -74,7 +75,7 @@ class DuckDBEngine:
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> Increment:
         """New, stale and orphaned samples from one query."""
         out = [*plan.id_columns, *plan.passthrough, *plan.provenance_columns]
@@ -98,7 +99,7 @@ class DuckDBEngine:
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples; no rows leave DuckDB."""
         query = self._compare(plan, samples, filter, with_reasons=False)
@@ -122,6 +123,14 @@ class DuckDBEngine:
         self._views.append(name)
         return quote(name)
 
+    def _filtered(self, query: str, filter: SampleFilter, ids: Sequence[str]) -> str:
+        """A view of ``query`` limited by ``filter``."""
+        if isinstance(filter, HashShard):
+            shard = sql_hash([quote(i) for i in ids], as_u64=True)
+            return f"(SELECT * FROM ({query}) WHERE {shard} % {filter.count} = {filter.index})"
+        rel = self._con.sql(query)
+        return self._view(nw.from_native(rel).filter(filter).to_native())
+
     def _drop_views(self) -> None:
         while self._views:
             self._con.unregister(self._views.pop())
@@ -142,7 +151,7 @@ class DuckDBEngine:
             joined = f"{joined} JOIN {part} USING ({using})"
         return f"(SELECT * FROM {joined})"
 
-    def _stored(self, plan: ResolvePlan, filter: nw.Expr | None, expected: str) -> str:
+    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None, expected: str) -> str:
         fields = [f.field for f in plan.fields]
         ids = ", ".join(map(quote, plan.id_columns))
         table = self._table(plan.feature)
@@ -164,22 +173,22 @@ class DuckDBEngine:
             return f"(SELECT {nulls} FROM {expected} WHERE false)"
         source = table
         if filter is not None:
-            rel = self._con.sql(f"SELECT * FROM {table}")
-            source = self._view(nw.from_native(rel).filter(filter).to_native())
+            source = self._filtered(f"SELECT * FROM {table}", filter, plan.id_columns)
         return f"(SELECT {renamed} FROM {source})"
 
     def _compare(
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None,
-        filter: nw.Expr | None,
+        filter: SampleFilter | None,
         *,
         with_reasons: bool,
     ) -> str:
         expected_rel = self.expected(plan, samples)
-        if filter is not None:
-            expected_rel = nw.from_native(expected_rel).filter(filter).to_native()
-        expected = self._view(expected_rel)
+        if filter is None:
+            expected = self._view(expected_rel)
+        else:
+            expected = self._filtered(expected_rel.sql_query(), filter, plan.id_columns)
         stored = self._stored(plan, filter, expected)
         changed = {
             f.field: f"({quote(c.provenance_column(f.field))} IS DISTINCT FROM "

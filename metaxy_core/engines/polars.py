@@ -8,7 +8,8 @@ import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_hash
+from metaxy_core.filters import HashShard, SampleFilter
+from metaxy_core.hashing import polars_hash, polars_hash_u64
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -19,11 +20,19 @@ from metaxy_core.plan import (
     stored_column,
 )
 
-__all__ = ["PolarsEngine", "Scan"]
+__all__ = ["PolarsEngine", "Scan", "apply_filter"]
 
 Scan = Callable[[str, Sequence[str] | None], pl.LazyFrame | None]
 """``scan(feature, columns)``: the current rows of a feature (all columns when ``None``), or
 ``None`` when nothing was ever written for it."""
+
+
+def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
+    """Rows of ``frame`` that ``filter`` keeps."""
+    if isinstance(filter, HashShard):
+        shard = polars_hash_u64([pl.col(i) for i in ids]) % filter.count
+        return frame.filter(shard == filter.index)
+    return nw.from_native(frame).filter(filter).to_native()
 
 
 class PolarsEngine:
@@ -54,7 +63,7 @@ class PolarsEngine:
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> Increment:
         """New, stale and orphaned samples, collected once."""
         compared = self._compare(plan, samples, filter)
@@ -74,7 +83,7 @@ class PolarsEngine:
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples; no rows leave the engine."""
         compared = self._compare(plan, samples, filter, with_reasons=False)
@@ -100,7 +109,7 @@ class PolarsEngine:
             joined = joined.join(other, on=list(plan.id_columns), how="inner")
         return joined
 
-    def _stored(self, plan: ResolvePlan, filter: nw.Expr | None) -> pl.LazyFrame | None:
+    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> pl.LazyFrame | None:
         fields = [f.field for f in plan.fields]
         wanted = [*plan.id_columns, c.FEATURE_VERSION, *map(c.provenance_column, fields)]
         # A filter may name any stored column (e.g. a partition column): then read them all.
@@ -108,7 +117,7 @@ class PolarsEngine:
         if stored is None:
             return None
         if filter is not None:
-            stored = nw.from_native(stored).filter(filter).to_native()
+            stored = apply_filter(stored, filter, plan.id_columns)
         renames = {c.provenance_column(f): stored_column(f) for f in fields}
         renames[c.FEATURE_VERSION] = STORED_VERSION
         return stored.select(wanted).rename(renames)
@@ -117,14 +126,14 @@ class PolarsEngine:
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None,
-        filter: nw.Expr | None,
+        filter: SampleFilter | None,
         *,
         with_reasons: bool = True,
     ) -> pl.LazyFrame:
         expected = self.expected(plan, samples)
         stored = self._stored(plan, filter)
         if filter is not None:
-            expected = nw.from_native(expected).filter(filter).to_native()
+            expected = apply_filter(expected, filter, plan.id_columns)
         ids = list(plan.id_columns)
         if stored is None:
             schema = expected.collect_schema()

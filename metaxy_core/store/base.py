@@ -13,13 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
 from metaxy_core.definitions import FieldRef
+from metaxy_core.engines.polars import apply_filter
 from metaxy_core.errors import FeatureNotFoundError
+from metaxy_core.filters import SampleFilter
 from metaxy_core.graph import FeatureGraph
+from metaxy_core.hashing import hash_parts
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
 from metaxy_core.store.rows import prepare_rows, to_polars, tombstones, validate_samples
@@ -39,7 +41,7 @@ class Engine(Protocol):
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> Increment:
         """New, stale and orphaned samples."""
 
@@ -47,7 +49,7 @@ class Engine(Protocol):
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None = None,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples."""
 
@@ -59,6 +61,14 @@ class WriteResult:
     feature: str
     rows: int
     write_seq: int
+
+
+def _multiset_version(versions: pl.Series) -> str:
+    """Hash of a multiset of hex versions: sums of their 32-bit halves, so order is irrelevant."""
+    value = versions.str.decode("hex").bin.reinterpret(dtype=pl.UInt64, endianness="big")
+    high = (value // (1 << 32)).sum()
+    low = (value % (1 << 32)).sum()
+    return hash_parts(["multiset/v1", str(versions.len()), str(high), str(low)])
 
 
 class MetadataStore(ABC):
@@ -121,15 +131,56 @@ class MetadataStore(ABC):
         increment gives them) or, when absent, from the current upstream rows; a
         ``metaxy_data_version__<field>`` column overrides a field's data version.
         """
+        with self, self._session() as session:  # one connection for preparing and appending
+            rows = self.prepare_write(feature, frame, run_id=run_id)
+            seq = self._append(session, feature, rows, self._current_recipes(feature))
+        return WriteResult(feature, rows.height, seq)
+
+    def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:
+        """The rows :meth:`write` would append, with every system column; nothing is written.
+
+        Raises the same errors as :meth:`write`.
+        """
         spec = self._spec(feature)
         data = to_polars(frame, f"write of {feature!r}")
         with self._session() as session:
             expected = None
             if not spec.is_root:
                 expected = lambda ids: self._expected_for(session, feature, ids)  # noqa: E731
-            rows = prepare_rows(self.graph, spec, data, run_id=run_id, expected=expected)
-            seq = self._append(session, feature, rows, self._current_recipes(feature))
-        return WriteResult(feature, rows.height, seq)
+            return prepare_rows(self.graph, spec, data, run_id=run_id, expected=expected)
+
+    def data_version(
+        self,
+        feature: str,
+        *,
+        filter: SampleFilter | None = None,
+        pending: pl.DataFrame | None = None,
+        deleting: pl.DataFrame | None = None,
+    ) -> str:
+        """One version of all current samples' data versions (within ``filter``).
+
+        Independent of row order, so it changes only when some sample's data version changes
+        or samples come or go. ``pending`` (prepared rows) and ``deleting`` (ids) give the
+        version the feature will have once they are written.
+        """
+        spec = self._spec(feature)
+        ids = list(spec.id_columns)
+        with self._session() as session:
+            current = self._scan(session, feature, history=False, columns=None)
+            if current is not None and filter is not None:
+                current = apply_filter(current, filter, ids)
+            frames = []
+            if current is not None:
+                current = current.select(*ids, c.DATA_VERSION)
+                for replaced in (pending, deleting):
+                    if replaced is not None:
+                        current = current.join(replaced.lazy().select(ids), on=ids, how="anti")
+                frames.append(current.collect())
+        if pending is not None:
+            frames.append(pending.select(*ids, c.DATA_VERSION))
+        empty = pl.DataFrame(schema={c.DATA_VERSION: pl.String})
+        rows = pl.concat(frames) if frames else empty
+        return _multiset_version(rows.get_column(c.DATA_VERSION))
 
     def delete(self, feature: str, ids: Any, *, run_id: str | None = None) -> WriteResult:
         """Soft-delete samples: append tombstones; history keeps every earlier row."""
@@ -145,7 +196,7 @@ class MetadataStore(ABC):
         feature: str,
         *,
         history: bool = False,
-        filter: nw.Expr | None = None,
+        filter: SampleFilter | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """The current rows of ``feature`` (every row ever written with ``history``)."""
@@ -155,7 +206,7 @@ class MetadataStore(ABC):
             if scanned is None:
                 return pl.DataFrame(schema={k: pl.String for k in self.graph[feature].id_columns})
             if filter is not None:
-                scanned = nw.from_native(scanned).filter(filter).to_native()
+                scanned = apply_filter(scanned, filter, self.graph[feature].id_columns)
             if columns is not None:
                 scanned = scanned.select(columns)
             if history:
@@ -163,7 +214,7 @@ class MetadataStore(ABC):
             return scanned.collect()
 
     def resolve_update(
-        self, feature: str, *, samples: Any = None, filter: nw.Expr | None = None
+        self, feature: str, *, samples: Any = None, filter: SampleFilter | None = None
     ) -> Increment:
         """Which samples of ``feature`` are new, stale and orphaned.
 
@@ -179,7 +230,7 @@ class MetadataStore(ABC):
             return self._engine(session).resolve(plan, lazy_samples, filter)
 
     def count_update(
-        self, feature: str, *, samples: Any = None, filter: nw.Expr | None = None
+        self, feature: str, *, samples: Any = None, filter: SampleFilter | None = None
     ) -> IncrementCounts:
         """Counts of :meth:`resolve_update`, without materializing rows."""
         with self._session() as session:
