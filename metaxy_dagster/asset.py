@@ -1,0 +1,198 @@
+"""``@metaxy_asset``: a feature and its Dagster asset, declared in one place.
+
+The decorated function computes only the increment: the new and stale samples of its feature
+(scoped to the run's partition), with the upstream columns and which fields changed. A root
+feature's function instead returns all its samples as they are now (with a data version per
+field); only the new and changed ones are written, and vanished ones are soft-deleted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from metaxy_core import FeatureDep, FeatureSpec, FieldSpec, columns, errors
+from metaxy_core.store.rows import to_polars, validate_ids
+from metaxy_dagster.io_manager import MetaxyWrite
+from metaxy_dagster.metadata import asset_key, definition_metadata
+from metaxy_dagster.partitions import MetaxyPartitions
+from metaxy_dagster.registry import feature_graph, register_feature
+from metaxy_dagster.resource import MetaxyStoreResource
+
+__all__ = ["metaxy_asset"]
+
+Compute = Callable[..., Any]
+
+
+def metaxy_asset(
+    *,
+    key: str | None = None,
+    spec: FeatureSpec | None = None,
+    id_columns: Sequence[str] | str | None = None,
+    fields: Sequence[FieldSpec | str] | None = None,
+    deps: Sequence[FeatureDep | str] = (),
+    columns: Mapping[str, str] | None = None,
+    partitions: MetaxyPartitions | None = None,
+    group_name: str | None = None,
+    store_key: str = "metaxy_store",
+    io_manager_key: str = "metaxy_io_manager",
+    **asset_kwargs: Any,
+) -> Callable[[Compute], dg.AssetsDefinition]:
+    """Declare a metaxy feature and the Dagster asset that computes it.
+
+    Args:
+        key: the feature key, e.g. ``"audio/transcript"``; the asset key is its path.
+        spec: a :class:`~metaxy_core.FeatureSpec` declared elsewhere, instead of key, id
+            columns, fields and deps.
+        id_columns: the columns identifying a sample.
+        fields: the feature's fields (``FieldSpec`` or names); default one field ``default``.
+        deps: upstream features.
+        columns: user columns the function returns, name -> type, for the column schema.
+        partitions: :class:`HashShardPartitions` or :class:`ColumnPartitions`.
+        group_name: the Dagster asset group.
+        store_key: resource key of the :class:`MetaxyStoreResource`.
+        io_manager_key: resource key of the :class:`MetaxyIOManager`.
+        **asset_kwargs: passed to ``dagster.asset`` (owners, tags, automation_condition...).
+
+    The function takes ``(context, increment)`` (``(context)`` for a root feature) and returns
+    a Polars, pandas or Arrow frame with the id columns of the samples it computed.
+
+    Example:
+        .. code-block:: python
+
+            @metaxy_asset(key="audio/transcript", id_columns=["video_id"], deps=["video/raw"],
+                          fields=[FieldSpec(key="text", deps=[FieldDep("video/raw", "audio")])])
+            def transcript(context, increment: pl.DataFrame) -> pl.DataFrame:
+                return increment.select("video_id", text=...)
+    """
+    if spec is None:
+        if key is None or id_columns is None:
+            raise TypeError("metaxy_asset needs spec=FeatureSpec(...) or key= and id_columns=.")
+        spec_kwargs: dict[str, Any] = {"key": key, "id_columns": id_columns, "deps": deps}
+        if fields is not None:
+            spec_kwargs["fields"] = fields
+        feature = FeatureSpec(**spec_kwargs)
+    else:
+        feature = spec
+
+    def decorate(fn: Compute) -> dg.AssetsDefinition:
+        described = feature
+        if feature.description is None and fn.__doc__:
+            described = feature.model_copy(update={"description": inspect.cleandoc(fn.__doc__)})
+        register_feature(described)
+        graph = feature_graph() if _upstreams_known(described) else None
+        metadata: dict[str, Any] = {}
+        code_version = None
+        if graph is not None:
+            metadata = definition_metadata(graph, described, columns or {})
+            code_version = graph.versions.features[described.key]
+
+        @dg.asset(  # type: ignore[untyped-decorator]  # dagster types its decorator loosely
+            key=asset_key(described.key),
+            deps=[asset_key(d.feature) for d in described.deps],
+            description=described.description,
+            code_version=code_version,
+            metadata=metadata,
+            kinds={"metaxy", "polars"},
+            group_name=group_name,
+            partitions_def=partitions.partitions_def if partitions else None,
+            io_manager_key=io_manager_key,
+            required_resource_keys={store_key},
+            **asset_kwargs,
+        )
+        # No annotation on context: Dagster checks it at runtime, and postponed annotations are
+        # strings it does not recognize.
+        def _asset(context) -> dg.Output[MetaxyWrite]:  # type: ignore[no-untyped-def]
+            resource: MetaxyStoreResource = getattr(context.resources, store_key)
+            return _materialize(context, resource, described, fn, partitions)
+
+        assert isinstance(_asset, dg.AssetsDefinition)
+        return _asset
+
+    return decorate
+
+
+def _upstreams_known(spec: FeatureSpec) -> bool:
+    """Versions need the upstream features; they are declared first in the usual module order."""
+    try:
+        graph = feature_graph()
+    except errors.MetaxyError:
+        return False
+    return spec.key in graph
+
+
+def _materialize(
+    context: dg.AssetExecutionContext,
+    resource: MetaxyStoreResource,
+    spec: FeatureSpec,
+    fn: Compute,
+    partitions: MetaxyPartitions | None,
+) -> dg.Output[MetaxyWrite]:
+    store = resource.get_store()
+    ids = list(spec.id_columns)
+    scope = partitions.filter(context.partition_key) if partitions is not None else None
+    with store:
+        if spec.is_root:
+            samples = to_polars(fn(context), f"samples returned by {spec.key!r}")
+            increment = store.resolve_update(spec.key, samples=samples, filter=scope)
+            todo = increment.to_compute().select(ids)
+            rows = samples.join(todo, on=ids, how="semi")
+        else:
+            increment = store.resolve_update(spec.key, filter=scope)
+            todo = increment.to_compute()
+            rows = _run(context, spec, fn, todo) if todo.height else todo.head(0).select(ids)
+        prepared = store.prepare_write(spec.key, rows, run_id=context.run.run_id)
+        data_version = store.data_version(
+            spec.key, filter=scope, pending=prepared, deleting=increment.orphaned
+        )
+    counts = increment.counts
+    changed = _changed_field_counts(increment.stale)
+    context.log.info(
+        f"{spec.key}: {counts.new} new, {counts.stale} stale, {counts.orphaned} orphaned samples"
+        + (f" (stale by field: {changed})" if changed else "")
+    )
+    metadata: dict[str, Any] = {
+        "metaxy/new": counts.new,
+        "metaxy/stale": counts.stale,
+        "metaxy/orphaned": counts.orphaned,
+        "metaxy/stale_by_field": dg.MetadataValue.json(changed),
+        "metaxy/feature_version": store.graph.versions.features[spec.key],
+        "dagster/row_count": prepared.height,
+    }
+    if context.has_partition_key:
+        metadata["metaxy/partition"] = context.partition_key
+    return dg.Output(
+        MetaxyWrite(spec.key, prepared, increment.orphaned),
+        data_version=dg.DataVersion(data_version),
+        metadata=metadata,
+    )
+
+
+def _run(
+    context: dg.AssetExecutionContext, spec: FeatureSpec, fn: Compute, todo: pl.DataFrame
+) -> pl.DataFrame:
+    """Call the user's function on the increment; attach the increment's provenance."""
+    ids = list(spec.id_columns)
+    result = to_polars(fn(context, todo), f"frame returned by {spec.key!r}")
+    validate_ids(spec, result)
+    provenance = [columns.provenance_column(f) for f in spec.field_keys]
+    unknown = result.join(todo, on=ids, how="anti").select(ids)
+    if unknown.height:
+        example = unknown.head(3).rows(named=True)
+        raise errors.UnknownSampleError(
+            f"asset {spec.key!r} returned {unknown.height} sample(s) that are not in its "
+            f"increment, e.g. {example}. Return only samples of the increment it was given."
+        )
+    result = result.drop([p for p in provenance if p in result.columns])
+    return result.join(todo.select(*ids, *provenance), on=ids, how="left")
+
+
+def _changed_field_counts(stale: pl.DataFrame) -> dict[str, int]:
+    if stale.is_empty():
+        return {}
+    counted = stale.select(pl.col(columns.CHANGED_FIELDS).explode()).to_series().value_counts()
+    return {str(k): int(v) for k, v in sorted(counted.iter_rows())}

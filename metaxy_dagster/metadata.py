@@ -1,0 +1,74 @@
+"""Dagster metadata of a metaxy asset: fields, versions, column schema and column lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from metaxy_core import FeatureGraph, FeatureSpec, columns
+
+__all__ = ["asset_key", "definition_metadata"]
+
+
+def asset_key(feature: str) -> dg.AssetKey:
+    """The Dagster asset key of a feature: ``video/raw`` -> ``["video", "raw"]``."""
+    return dg.AssetKey(feature.split("/"))
+
+
+def _schema(spec: FeatureSpec, user_columns: Mapping[str, str]) -> dg.TableSchema:
+    cols = [dg.TableColumn(i, "id", description="sample id") for i in spec.id_columns]
+    cols += [dg.TableColumn(name, dtype) for name, dtype in user_columns.items()]
+    for field in spec.fields:
+        cols.append(
+            dg.TableColumn(
+                columns.provenance_column(field.key),
+                "string",
+                description=f"hash of what field {field.key!r} was computed from",
+            )
+        )
+        cols.append(
+            dg.TableColumn(
+                columns.data_version_column(field.key),
+                "string",
+                description=f"version of the content of field {field.key!r}",
+            )
+        )
+    return dg.TableSchema(columns=cols)
+
+
+def _lineage(graph: FeatureGraph, spec: FeatureSpec) -> dg.TableColumnLineage:
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for field in spec.fields:
+        deps[columns.provenance_column(field.key)] = [
+            dg.TableColumnDep(
+                asset_key=asset_key(ref.feature),
+                column_name=columns.data_version_column(ref.field),
+            )
+            for ref in graph.field_deps(spec.key, field.key)
+        ]
+    return dg.TableColumnLineage(deps_by_column=deps)
+
+
+def definition_metadata(
+    graph: FeatureGraph, spec: FeatureSpec, user_columns: Mapping[str, str]
+) -> dict[str, Any]:
+    """Metadata shown on the asset's definition in the Dagster UI."""
+    versions = graph.versions
+    fields = {
+        f.key: {
+            "code_version": f.code_version,
+            "version": versions.fields[(spec.key, f.key)],  # type: ignore[index]
+            "reads": [str(r) for r in graph.field_deps(spec.key, f.key)],
+        }
+        for f in spec.fields
+    }
+    return {
+        "metaxy/feature": spec.key,
+        "metaxy/feature_version": versions.features[spec.key],
+        "metaxy/id_columns": ", ".join(spec.id_columns),
+        "metaxy/fields": dg.MetadataValue.json(fields),
+        "dagster/column_schema": _schema(spec, user_columns),
+        "dagster/column_lineage": _lineage(graph, spec),
+    }

@@ -1,0 +1,53 @@
+"""The store resource: where the metadata lives, for assets, IO managers, sensors and checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from metaxy_core import DuckDBMetadataStore
+from metaxy_dagster.registry import feature_graph
+
+__all__ = ["MetaxyStoreResource"]
+
+
+class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # generic only in stubs
+    """The embedded DuckDB metadata store of this code location's features.
+
+    Example:
+        .. code-block:: python
+
+            store = MetaxyStoreResource(path="metaxy.duckdb")
+            defs = dg.Definitions(
+                assets=[raw, crop],
+                resources={
+                    "metaxy_store": store,
+                    "metaxy_io_manager": MetaxyIOManager(store=store),
+                },
+            )
+    """
+
+    path: str = Field(
+        default="metaxy.duckdb",
+        description="Path of the DuckDB file holding the metadata; created on first use. "
+        "Relative paths are relative to the working directory of the code location.",
+    )
+    engine: str = Field(
+        default="duckdb",
+        description="Engine resolving increments: 'duckdb' (SQL inside the file) or 'polars'.",
+    )
+    lock_timeout_seconds: float = Field(
+        default=120.0,
+        description="How long a step waits for another process to release the store file.",
+    )
+
+    def get_store(self) -> DuckDBMetadataStore:
+        """The store, over the graph of every feature declared in this code location."""
+        if self.engine not in ("duckdb", "polars"):
+            raise ValueError(f"engine must be 'duckdb' or 'polars', got {self.engine!r}.")
+        return DuckDBMetadataStore(
+            feature_graph(),
+            self.path,
+            engine="polars" if self.engine == "polars" else "duckdb",
+            lock_timeout=self.lock_timeout_seconds,
+        )

@@ -1,0 +1,47 @@
+"""The reference graph as metaxy assets, with functions that record what they were given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from metaxy_core import FeatureSpec
+from metaxy_dagster import MetaxyPartitions, metaxy_asset
+from tests.reference import reference_specs
+
+Calls = dict[str, list[pl.DataFrame]]
+
+
+def reference_assets(
+    raw_samples: Callable[[], pl.DataFrame],
+    calls: Calls,
+    code_versions: dict[tuple[str, str], str] | None = None,
+    partitions: MetaxyPartitions | None = None,
+    bad: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] | None = None,
+) -> list[dg.AssetsDefinition]:
+    """One asset per reference feature; ``calls[feature]`` collects each increment received."""
+    specs = {s.key: s for s in reference_specs(code_versions)}
+    assets: list[dg.AssetsDefinition] = []
+
+    @metaxy_asset(spec=specs["video/raw"], partitions=partitions)
+    def raw(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        """Scan the videos."""
+        return raw_samples()
+
+    assets.append(raw)
+
+    def make(spec: FeatureSpec) -> dg.AssetsDefinition:
+        @metaxy_asset(spec=spec, partitions=partitions, columns={"out": "string"})
+        def step(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> Any:
+            calls.setdefault(spec.key, []).append(increment)
+            out = increment.select("video_id").with_columns(out=pl.lit(spec.key))
+            return (bad or {}).get(spec.key, lambda f: f)(out)
+
+        return step
+
+    for key in ("video/crop", "vision/faces", "audio/transcript", "train/manifest"):
+        assets.append(make(specs[key]))
+    return assets

@@ -1,0 +1,229 @@
+"""@metaxy_asset, the IO manager and the store resource, run by real Dagster on DuckDB files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from metaxy_core import DuckDBMetadataStore, errors, hash_string
+from metaxy_core.testing import root_samples
+from metaxy_dagster import (
+    HashShardPartitions,
+    MetaxyIOManager,
+    MetaxyStoreResource,
+    asset_key,
+    feature_graph,
+)
+from metaxy_dagster.registry import clear_features
+from tests.dagster_reference import Calls, reference_assets
+
+N = 200
+IDS = [f"v{i:03d}" for i in range(N)]
+FEATURES = ("video/raw", "video/crop", "vision/faces", "audio/transcript", "train/manifest")
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    clear_features()
+    yield
+    clear_features()
+
+
+class Pipeline:
+    """The reference assets over one store file, with root samples a test can edit."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "metaxy.duckdb"
+        self.audio = {i: f"a{i}" for i in IDS}
+        self.frames = {i: f"f{i}" for i in IDS}
+        self.calls: Calls = {}
+
+    def samples(self) -> pl.DataFrame:
+        return root_samples(
+            "video_id",
+            IDS,
+            audio=[self.audio[i] for i in IDS],
+            frames=[self.frames[i] for i in IDS],
+        )
+
+    def assets(self, **kwargs: object) -> list[dg.AssetsDefinition]:
+        return reference_assets(self.samples, self.calls, **kwargs)  # type: ignore[arg-type]
+
+    def resources(self) -> dict[str, object]:
+        store = MetaxyStoreResource(path=str(self.path))
+        return {"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)}
+
+    def materialize(
+        self, assets: list[dg.AssetsDefinition], **kwargs: object
+    ) -> dg.ExecuteInProcessResult:
+        self.calls.clear()
+        return dg.materialize(assets, resources=self.resources(), **kwargs)  # type: ignore[arg-type]
+
+    def received(self, feature: str) -> list[str]:
+        frames = self.calls.get(feature, [])
+        return sorted(pl.concat(frames)["video_id"]) if frames else []
+
+    def store(self) -> DuckDBMetadataStore:
+        return DuckDBMetadataStore(feature_graph(), self.path)
+
+
+def _data_versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        out["/".join(mat.asset_key.path)] = mat.tags["dagster/data_version"]
+    return out
+
+
+def _metadata(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        if mat.asset_key == asset_key(feature):
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise KeyError(feature)
+
+
+def test_first_run_computes_all_second_run_nothing(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    first = p.materialize(assets)
+    assert first.success
+    for feature in FEATURES[1:]:
+        assert p.received(feature) == IDS, feature
+    assert _metadata(first, "video/crop")["metaxy/new"] == N
+    assert _metadata(first, "video/crop")["metaxy/rows_written"] == N
+    store = p.store()
+    for feature in FEATURES:
+        assert store.read(feature).height == N, feature
+    versions = _data_versions(first)
+
+    second = p.materialize(assets)
+    assert second.success
+    assert p.calls == {}  # no function was called: nothing to compute
+    assert _data_versions(second) == versions
+    assert _metadata(second, "train/manifest")["metaxy/rows_written"] == 0
+
+
+def test_audio_change_reruns_only_the_audio_branch(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    before = _data_versions(p.materialize(assets))
+    edited = IDS[:10]
+    for i in edited:
+        p.audio[i] = "new"
+    result = p.materialize(assets)
+    assert p.received("video/crop") == edited
+    assert p.received("audio/transcript") == edited
+    assert p.received("vision/faces") == []
+    assert p.received("train/manifest") == edited
+    crop = p.calls["video/crop"][0]
+    assert crop["metaxy_changed_fields"].to_list() == [["audio"]] * 10
+    after = _data_versions(result)
+    assert after["vision/faces"] == before["vision/faces"]
+    for feature in ("video/raw", "video/crop", "audio/transcript", "train/manifest"):
+        assert after[feature] != before[feature], feature
+    assert _metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 10}
+
+
+def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    p.materialize(p.assets())
+    old = {a.key: a.code_versions_by_key[a.key] for a in p.assets()}
+    bumped = p.assets(code_versions={("video/crop", "frames"): "2"})
+    new = {a.key: a.code_versions_by_key[a.key] for a in bumped}
+    changed = {"/".join(k.path) for k in old if old[k] != new[k]}
+    assert changed == {"video/crop", "vision/faces", "train/manifest"}
+    result = p.materialize(bumped)
+    assert result.success
+    assert p.received("video/crop") == IDS
+    assert {tuple(x) for x in p.calls["video/crop"][0]["metaxy_changed_fields"]} == {("frames",)}
+    assert set(p.calls["video/crop"][0]["metaxy_stale_reason"]) == {"code_version"}
+    assert p.received("audio/transcript") == []
+    # crop's frames content is unchanged (data version = provenance, which changed), so faces
+    # recomputes; transcript reads raw audio only and stays untouched.
+    assert p.received("vision/faces") == IDS
+
+
+def test_partitioned_run_processes_only_its_partition(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    shards = HashShardPartitions(4)
+    assets = p.assets(partitions=shards)
+    shard_of = {i: int(hash_string(i), 16) % 4 for i in IDS}
+    result = p.materialize(assets, partition_key="shard-2")
+    assert result.success
+    in_shard = sorted(i for i in IDS if shard_of[i] == 2)
+    assert 0 < len(in_shard) < N
+    assert p.received("video/crop") == in_shard
+    assert _metadata(result, "video/crop")["metaxy/new"] == len(in_shard)
+    assert _metadata(result, "video/crop")["metaxy/partition"] == "shard-2"
+    assert sorted(p.store().read("video/crop")["video_id"]) == in_shard
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (
+            lambda f: f.drop("video_id"),
+            errors.MissingColumnError,
+            r"feature 'video/crop': id column 'video_id' is missing; the frame has columns: out\.",
+        ),
+        (
+            lambda f: pl.concat([f, pl.DataFrame({"video_id": ["zzz"], "out": ["x"]})]),
+            errors.UnknownSampleError,
+            r"asset 'video/crop' returned 1 sample\(s\) that are not in its increment, "
+            r"e\.g\. \[\{'video_id': 'zzz'\}\]",
+        ),
+        (
+            lambda f: f.with_columns(video_id=pl.lit(None, pl.String)),
+            errors.NullIdError,
+            r"feature 'video/crop': id column 'video_id' has 200 null value\(s\)",
+        ),
+    ],
+)
+def test_bad_output_fails_the_run_and_writes_nothing(
+    tmp_path: Path, bad: object, error: type[Exception], message: str
+) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets(bad={"video/crop": bad})
+    with pytest.raises(error, match=message):
+        p.materialize(assets)
+    store = p.store()
+    assert store.read("video/raw").height == N
+    assert store.read("video/crop").height == 0
+
+
+def test_asset_definition_metadata(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = {"/".join(a.key.path): a for a in p.assets()}
+    transcript = assets["audio/transcript"]
+    spec = transcript.specs_by_key[transcript.key]
+    graph = feature_graph()
+    assert spec.code_version == graph.versions.features["audio/transcript"]
+    assert {d.asset_key for d in spec.deps} == {asset_key("video/raw")}
+    assert spec.kinds == {"metaxy", "polars"}
+    assert assets["video/raw"].descriptions_by_key[asset_key("video/raw")] == "Scan the videos."
+    lineage = spec.metadata["dagster/column_lineage"]
+    deps = lineage.deps_by_column["metaxy_provenance__text"]
+    assert [(d.asset_key, d.column_name) for d in deps] == [
+        (asset_key("video/raw"), "metaxy_data_version__audio")
+    ]
+    assert spec.metadata["metaxy/fields"].value["text"]["reads"] == ["video/raw.audio"]
+
+
+def test_plain_downstream_asset_loads_latest_rows(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    seen: list[int] = []
+
+    @dg.asset(
+        ins={"crop": dg.AssetIn(key=asset_key("video/crop"), input_manager_key="metaxy_io_manager")}
+    )
+    def report(crop: pl.DataFrame) -> None:
+        seen.append(crop.height)
+
+    result = p.materialize([*p.assets(), report])
+    assert result.success
+    assert seen == [N]
