@@ -1,0 +1,1 @@
+"""Example multimodal pipeline: synthetic video clips, per-clip steps, and their data."""
