@@ -83,13 +83,12 @@ def metaxy_asset(
         described = feature
         if feature.description is None and fn.__doc__:
             described = feature.model_copy(update={"description": inspect.cleandoc(fn.__doc__)})
-        register_feature(described)
-        graph = feature_graph() if _upstreams_known(described) else None
-        metadata: dict[str, Any] = {}
-        code_version = None
-        if graph is not None:
-            metadata = definition_metadata(graph, described, columns or {})
-            code_version = graph.versions.features[described.key]
+        register_feature(described, partitions)
+        # Upstream features are declared first (module order), so the versions are known here
+        # and the asset always has a code version; an unknown upstream fails at import.
+        graph = feature_graph()
+        metadata = definition_metadata(graph, described, columns or {})
+        code_version = graph.versions.features[described.key]
 
         @dg.asset(  # type: ignore[untyped-decorator]  # dagster types its decorator loosely
             key=asset_key(described.key),
@@ -114,15 +113,6 @@ def metaxy_asset(
         return _asset
 
     return decorate
-
-
-def _upstreams_known(spec: FeatureSpec) -> bool:
-    """Versions need the upstream features; they are declared first in the usual module order."""
-    try:
-        graph = feature_graph()
-    except errors.MetaxyError:
-        return False
-    return spec.key in graph
 
 
 def _materialize(

@@ -1,0 +1,139 @@
+"""The field-aware sensor: runs exactly the assets, and partitions, whose dependent fields changed.
+
+Dagster's own staleness is per asset: any upstream materialization makes every downstream asset
+stale. This sensor asks the store instead, per sample and per field, so new audio for some videos
+requests runs of the assets that read audio, for the partitions holding those videos, and of
+nothing that reads only frames.
+
+Each tick:
+
+1. reads the store's latest write sequence; if it equals the cursor, nothing was written since
+   the last tick and it skips at once;
+2. walks the features in topological order; a feature waits while any of its upstream features
+   has work (so nothing is computed twice); otherwise it counts its new, stale and orphaned
+   samples, per partition;
+3. requests one run per asset and partition with work, with a run key of the feature, the
+   partition and the write sequence, so repeated ticks on the same store state are idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from metaxy_core import IncrementCounts, MetadataStore, SampleFilter
+from metaxy_dagster.metadata import asset_key
+from metaxy_dagster.partitions import MetaxyPartitions
+from metaxy_dagster.registry import feature_partitions
+from metaxy_dagster.resource import MetaxyStoreResource
+
+__all__ = ["build_metaxy_sensor", "metaxy_features"]
+
+
+def metaxy_features(assets: Sequence[dg.AssetsDefinition]) -> list[str]:
+    """Feature keys of the metaxy assets among ``assets``."""
+    features = []
+    for assets_def in assets:
+        for spec in assets_def.specs:
+            feature = spec.metadata.get("metaxy/feature")
+            if feature is not None:
+                features.append(str(feature))
+    return features
+
+
+def _partition_keys(
+    partitions: MetaxyPartitions, instance: dg.DagsterInstance | None
+) -> Sequence[str]:
+    return partitions.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+
+
+def _scopes(
+    feature: str, instance: dg.DagsterInstance | None
+) -> Iterator[tuple[str | None, SampleFilter | None]]:
+    partitions = feature_partitions(feature)
+    if partitions is None:
+        yield None, None
+        return
+    for key in _partition_keys(partitions, instance):
+        yield key, partitions.filter(key)
+
+
+def _pending(
+    store: MetadataStore, selected: set[str], instance: dg.DagsterInstance | None
+) -> Iterator[tuple[str, str | None, IncrementCounts]]:
+    """(feature, partition, counts) for every scope with work whose upstream is not waiting."""
+    graph = store.graph
+    waiting: set[str] = set()
+    for feature in graph.topological_order():
+        if graph[feature].is_root:
+            continue  # roots change when their sources are scanned (a schedule), not here
+        if any(up in waiting for up in graph.upstream(feature)):
+            waiting.add(feature)
+            continue
+        for partition, scope in _scopes(feature, instance):
+            counts = store.count_update(feature, filter=scope)
+            if counts.total or counts.orphaned:
+                waiting.add(feature)
+                if feature in selected:
+                    yield feature, partition, counts
+
+
+def build_metaxy_sensor(
+    assets: Sequence[dg.AssetsDefinition],
+    *,
+    store: MetaxyStoreResource,
+    name: str = "metaxy_sensor",
+    minimum_interval_seconds: int = 30,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    """A sensor requesting runs of the metaxy ``assets`` that have new, stale or orphaned samples.
+
+    Example:
+        .. code-block:: python
+
+            store = MetaxyStoreResource(path="metaxy.duckdb")
+            sensor = build_metaxy_sensor(assets, store=store,
+                                         default_status=dg.DefaultSensorStatus.RUNNING)
+            defs = dg.Definitions(assets=assets, sensors=[sensor], resources={...})
+    """
+    selected = set(metaxy_features(assets))
+    keys = [asset_key(f) for f in sorted(selected)]
+
+    @dg.sensor(
+        name=name,
+        asset_selection=keys,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description="Runs metaxy assets whose dependent fields changed, per partition.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        metadata_store = store.get_store()
+        with metadata_store:
+            seq = metadata_store.last_write_seq()
+            if context.cursor is not None and context.cursor == str(seq):
+                return dg.SkipReason(f"no new writes since write {seq}")
+            requests = [
+                dg.RunRequest(
+                    run_key=f"{feature}|{partition or ''}|{seq}",
+                    asset_selection=[asset_key(feature)],
+                    partition_key=partition,
+                    tags={
+                        "metaxy/feature": feature,
+                        "metaxy/new": str(counts.new),
+                        "metaxy/stale": str(counts.stale),
+                        "metaxy/orphaned": str(counts.orphaned),
+                        "metaxy/write_seq": str(seq),
+                    },
+                )
+                for feature, partition, counts in _pending(
+                    metadata_store, selected, context.instance if context.instance_ref else None
+                )
+            ]
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=f"every metaxy asset is up to date at write {seq}", cursor=str(seq)
+            )
+        return dg.SensorResult(run_requests=requests, cursor=str(seq))
+
+    return _sensor

@@ -1,0 +1,179 @@
+"""The field-aware sensor, the up-to-date checks and the root schedule, on real Dagster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from metaxy_core import hash_string
+from metaxy_dagster import (
+    HashShardPartitions,
+    MetaxyStoreResource,
+    asset_key,
+    build_metaxy_checks,
+    build_metaxy_sensor,
+    build_root_schedule,
+)
+from metaxy_dagster.registry import clear_features
+from tests.test_dagster_assets import IDS, Pipeline
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    clear_features()
+    yield
+    clear_features()
+
+
+class Ticker:
+    """Evaluates a sensor tick after tick, carrying the cursor as Dagster does."""
+
+    def __init__(self, pipeline: Pipeline, assets: list[dg.AssetsDefinition]) -> None:
+        self.store = MetaxyStoreResource(path=str(pipeline.path))
+        self.sensor = build_metaxy_sensor(assets, store=self.store)
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.definitions = dg.Definitions(
+            assets=assets, sensors=[self.sensor], resources=pipeline.resources()
+        )
+        self.cursor: str | None = None
+
+    def tick(self) -> dg.SensorResult | dg.SkipReason:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, definitions=self.definitions
+        )
+        data = self.sensor.evaluate_tick(context)
+        self.cursor = data.cursor
+        return data
+
+    def requested(self) -> list[tuple[str, str | None]]:
+        data = self.tick()
+        return sorted(
+            ("/".join(r.asset_selection[0].path), r.partition_key)  # type: ignore[index]
+            for r in data.run_requests or []
+        )
+
+
+def _land(
+    p: Pipeline, assets: list[dg.AssetsDefinition], requests: list[tuple[str, str | None]]
+) -> None:
+    """Run what the sensor requested, as Dagster would."""
+    for feature, partition in requests:
+        result = p.materialize(assets, selection=[asset_key(feature)], partition_key=partition)
+        assert result.success
+
+
+def test_audio_change_requests_only_the_audio_branch(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    p.materialize(assets)
+    ticker = Ticker(p, assets)
+    first = ticker.tick()
+    assert first.run_requests == []
+    assert first.skip_message == "every metaxy asset is up to date at write 5"
+    assert ticker.tick().skip_message == "no new writes since write 5"
+
+    for i in IDS[:5]:
+        p.audio[i] = "new"
+    p.materialize(assets, selection=[asset_key("video/raw")])
+    tick = ticker.tick()
+    assert sorted(
+        ("/".join(r.asset_selection[0].path), r.tags["metaxy/stale"]) for r in tick.run_requests
+    ) == [  # type: ignore[index]
+        ("audio/transcript", "5"),
+        ("video/crop", "5"),
+    ]
+    assert {r.run_key for r in tick.run_requests} == {"video/crop||6", "audio/transcript||6"}
+    # Repeating the tick on the same store state requests the same run keys (idempotent).
+    again = Ticker(p, assets).tick()
+    assert {r.run_key for r in again.run_requests} == {r.run_key for r in tick.run_requests}
+
+    _land(p, assets, [("video/crop", None), ("audio/transcript", None)])
+    assert ticker.requested() == [("train/manifest", None)]
+    _land(p, assets, [("train/manifest", None)])
+    assert ticker.requested() == []
+    assert ticker.tick().skip_message == f"no new writes since write {ticker.cursor}"
+
+
+def test_frames_change_requests_crop_then_faces_never_transcript(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    p.materialize(assets)
+    ticker = Ticker(p, assets)
+    ticker.tick()
+    for i in IDS[:3]:
+        p.frames[i] = "new"
+    p.materialize(assets, selection=[asset_key("video/raw")])
+    assert ticker.requested() == [("video/crop", None)]  # faces waits for crop
+    _land(p, assets, [("video/crop", None)])
+    assert ticker.requested() == [("vision/faces", None)]
+    _land(p, assets, [("vision/faces", None)])
+    assert ticker.requested() == [("train/manifest", None)]
+
+
+def test_hash_shards_request_only_changed_partitions(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    shards = HashShardPartitions(4)
+    assets = p.assets(partitions=shards)
+    for k in range(4):
+        p.materialize(assets, partition_key=f"shard-{k}")
+    shard_of = {i: int(hash_string(i), 16) % 4 for i in IDS}
+    by_shard: dict[int, list[str]] = {}
+    for i in IDS:
+        by_shard.setdefault(shard_of[i], []).append(i)
+    changed = [*by_shard[0][:2], by_shard[3][0]]  # 3 samples in 2 shards
+    ticker = Ticker(p, assets)
+    assert ticker.requested() == []
+    for i in changed:
+        p.audio[i] = "new"
+    for k in (0, 3):
+        p.materialize(assets, selection=[asset_key("video/raw")], partition_key=f"shard-{k}")
+    assert ticker.requested() == [
+        ("audio/transcript", "shard-0"),
+        ("audio/transcript", "shard-3"),
+        ("video/crop", "shard-0"),
+        ("video/crop", "shard-3"),
+    ]
+
+
+def test_up_to_date_check_fails_when_stale_and_passes_after(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    store = MetaxyStoreResource(path=str(p.path))
+    checks = build_metaxy_checks(assets, store=store)
+    assert sorted(c.check_key.asset_key.to_user_string() for c in checks) == [
+        "audio/transcript", "train/manifest", "video/crop", "vision/faces",
+    ]  # fmt: skip
+    result = p.materialize([*assets, *checks])
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 4 and all(e.passed for e in evaluations)
+
+    for i in IDS[:7]:
+        p.audio[i] = "new"
+    p.materialize(assets, selection=[asset_key("video/raw")])
+    crop_check = next(c for c in checks if c.check_key.asset_key == asset_key("video/crop"))
+    failing = p.materialize([*assets, crop_check], selection=dg.AssetSelection.checks(crop_check))
+    evaluation = failing.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    assert {k: v.value for k, v in evaluation.metadata.items()} == {
+        "new": 0, "stale": 7, "orphaned": 0, "stale_by_field": {"audio": 7},
+    }  # fmt: skip
+    passing = p.materialize([*assets, crop_check], selection=[asset_key("video/crop")])
+    assert [e.passed for e in passing.get_asset_check_evaluations()] == [True]
+
+
+def test_root_schedule_requests_a_scan_of_the_roots(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    schedule = build_root_schedule(assets, cron_schedule="0 * * * *")
+    defs = dg.Definitions(assets=assets, schedules=[schedule], resources=p.resources())
+    job = defs.resolve_job_def("metaxy_root_scan_job")
+    assert job.asset_layer.executable_asset_keys == {asset_key("video/raw")}
+    data = schedule.evaluate_tick(dg.build_schedule_context())
+    assert len(data.run_requests or []) == 1
+    assert schedule.cron_schedule == "0 * * * *"
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert p.store().read("video/raw").height == len(IDS)
