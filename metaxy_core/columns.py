@@ -18,10 +18,12 @@ __all__ = [
     "PROVENANCE",
     "RUN_ID",
     "STALE_REASON",
+    "UPSTREAM_DATA_VERSION",
     "WRITE_SEQ",
     "WRITTEN_AT",
     "data_version_column",
     "provenance_column",
+    "upstream_data_version_column",
 ]
 
 PREFIX: Final = "metaxy_"
@@ -33,6 +35,7 @@ RUN_ID: Final = "metaxy_run_id"
 WRITTEN_AT: Final = "metaxy_written_at"
 WRITE_SEQ: Final = "metaxy_write_seq"
 DELETED: Final = "metaxy_deleted"
+UPSTREAM_DATA_VERSION: Final = "metaxy_upstream_data_version"
 # Increment-only columns.
 CHANGED_FIELDS: Final = "metaxy_changed_fields"
 STALE_REASON: Final = "metaxy_stale_reason"
@@ -46,3 +49,9 @@ def provenance_column(field: str) -> str:
 def data_version_column(field: str) -> str:
     """Column holding the data version of one field."""
     return f"{DATA_VERSION}__{field}"
+
+
+def upstream_data_version_column(upstream: str) -> str:
+    """Column holding the sample data version of upstream feature ``upstream`` that a sample
+    was computed from; an unchanged value proves unchanged inputs without hashing."""
+    return f"{UPSTREAM_DATA_VERSION}__{upstream.replace('/', '__')}"

@@ -6,10 +6,13 @@ the stored feature versions under which a field's recipe was different. Engines 
 Polars plan or to SQL; both follow the same steps:
 
 1. ``expected``: join the upstream current rows on the id columns (inner join: a sample exists
-   when every upstream has it) and hash each field's recipe with its inputs.
-2. Full outer join of ``expected`` with the stored current rows on the id columns: absent from
-   the store is **new**, absent from ``expected`` is **orphaned**, a differing field provenance
-   is **stale**.
+   when every upstream has it).
+2. Full outer join with the stored current rows on the id columns, and keep the **candidates**:
+   absent from the store (**new**), absent upstream (**orphaned**), or with a changed input
+   (an upstream sample data version, or for a root a given field data version, that differs
+   from the one the stored row was computed from), or stored under a changed recipe. Every
+   other sample provably has an unchanged provenance, so it is neither hashed nor returned.
+3. Hash each candidate field's recipe with its inputs; a differing provenance is **stale**.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ STORED_VERSION = "__metaxy_stored_feature_version"
 def input_column(upstream: int, field: str) -> str:
     """Name of upstream ``upstream``'s data version of ``field`` in the joined frame."""
     return f"__metaxy_in{upstream}__{field}"
+
+
+def stored_input(column: str) -> str:
+    """Name of the stored row's value of change input ``column`` in the compared frame."""
+    return f"__metaxy_stored_in__{column}"
 
 
 def stored_column(field: str) -> str:
@@ -70,6 +78,8 @@ class ResolvePlan:
     fields: tuple[FieldPlan, ...]
     passthrough: tuple[str, ...]
     """Non-id columns of the expected frame that users see (upstream or sample user columns)."""
+    change_inputs: tuple[str, ...]
+    """Columns compared with the stored row's same-named column to find candidates."""
 
     @property
     def is_root(self) -> bool:
@@ -80,6 +90,16 @@ class ResolvePlan:
     def provenance_columns(self) -> tuple[str, ...]:
         """The per-field provenance columns of the expected frame."""
         return tuple(c.provenance_column(f.field) for f in self.fields)
+
+    @property
+    def code_changed_in(self) -> tuple[str, ...]:
+        """Stored feature versions under which some field's recipe differed from now."""
+        return tuple(sorted({v for f in self.fields for v in f.code_changed_in}))
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """Columns of the increment that a write of it keeps: provenance and change inputs."""
+        return (*self.provenance_columns, *(() if self.is_root else self.change_inputs))
 
 
 def build_plan(
@@ -111,6 +131,7 @@ def build_plan(
     for index, dep in enumerate(spec.deps):
         source_of[dep.feature] = index
         mapping = {i: i for i in ids}
+        mapping[c.DATA_VERSION] = c.upstream_data_version_column(dep.feature)
         for field in graph[dep.feature].field_keys:
             mapping[c.data_version_column(field)] = input_column(index, field)
         for name in upstream_columns.get(dep.feature, ()):
@@ -141,4 +162,10 @@ def build_plan(
             )
         )
         fields.append(FieldPlan(field, recipe, inputs, changed))
-    return ResolvePlan(feature, ids, tuple(upstreams), tuple(fields), tuple(passthrough))
+    if spec.is_root:
+        change_inputs = tuple(c.data_version_column(f) for f in sorted(spec.field_keys))
+    else:
+        change_inputs = tuple(c.upstream_data_version_column(d.feature) for d in spec.deps)
+    return ResolvePlan(
+        feature, ids, tuple(upstreams), tuple(fields), tuple(passthrough), change_inputs
+    )

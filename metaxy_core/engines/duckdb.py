@@ -1,7 +1,9 @@
-"""The DuckDB engine: a :class:`~metaxy_core.plan.ResolvePlan` as one SQL query in the store.
+"""The DuckDB engine: joins and candidate selection as SQL inside the store's file.
 
-The only rows that leave DuckDB are the increment's. Hashing runs in DuckDB through the
-``metaxy_xxh64`` function (see :func:`metaxy_core.hashing.register_duckdb_hash`).
+Only the candidates leave DuckDB (new samples, orphaned ones, and those whose inputs changed);
+:mod:`metaxy_core.engines.classify` hashes and classifies them. DuckDB has no native xxhash64
+and cannot download extensions offline, so hashing in SQL would call a Python function per
+2,048-row vector; hashing the few candidates in Polars is both exact and faster.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
+from metaxy_core.engines import classify
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.hashing import register_duckdb_hash, sql_hash
-from metaxy_core.increment import Increment, IncrementCounts, StaleReason
+from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    STATUS,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
     stored_column,
+    stored_input,
 )
 
 __all__ = ["DuckDBEngine", "quote", "sql_literal"]
@@ -51,25 +54,17 @@ class DuckDBEngine:
         self._con = connection
         self._table = table
         self._views: list[str] = []
-        register_duckdb_hash(connection)
+        register_duckdb_hash(connection)  # for hash-shard filters
 
-    def expected(
-        self, plan: ResolvePlan, samples: pl.LazyFrame | None = None
-    ) -> duckdb.DuckDBPyRelation:
-        """Id columns, passthrough columns and the expected provenance of every field."""
-        if plan.is_root:
-            if samples is None:
-                raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
-            source = self._view(samples.collect().to_arrow())
-        else:
-            source = self._join_upstreams(plan)
-        provenance = [
-            f"{sql_hash([sql_literal(f.recipe), *map(quote, f.inputs)])} AS "
-            f"{quote(c.provenance_column(f.field))}"
-            for f in plan.fields
-        ]
-        keep = [quote(n) for n in (*plan.id_columns, *plan.passthrough)]
-        return self._con.sql(f"SELECT {', '.join([*keep, *provenance])} FROM {source}")
+    def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:
+        """Id and passthrough columns, expected provenance and change inputs of every sample."""
+        try:
+            inputs = self._fetch(f"SELECT * FROM {self._inputs(plan, samples)}")
+        finally:
+            self._drop_views()
+        return inputs.with_columns(classify.provenance(plan)).select(
+            *plan.id_columns, *plan.passthrough, *plan.carried
+        )
 
     def resolve(
         self,
@@ -77,23 +72,15 @@ class DuckDBEngine:
         samples: pl.LazyFrame | None = None,
         filter: SampleFilter | None = None,
     ) -> Increment:
-        """New, stale and orphaned samples from one query."""
-        out = [*plan.id_columns, *plan.passthrough, *plan.provenance_columns]
-        extra = [c.CHANGED_FIELDS, c.STALE_REASON]
-        query = self._compare(plan, samples, filter, with_reasons=True)
+        """New, stale and orphaned samples; only candidates leave DuckDB."""
         try:
-            frame = pl.from_arrow(self._con.sql(query).to_arrow_table())
+            query, stored = self._candidates(plan, samples, filter)
+            candidates = self._fetch(query)
         finally:
             self._drop_views()
-        assert isinstance(frame, pl.DataFrame)
-        parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
-        empty = frame.clear()
-        return Increment(
-            feature=plan.feature,
-            new=parts.get("new", empty).select(out),
-            stale=parts.get("stale", empty).select(*out, *extra),
-            orphaned=parts.get("orphaned", empty).select(plan.id_columns),
-        )
+        if not stored:
+            return classify.split(plan, classify.all_new(plan, candidates))
+        return classify.split(plan, classify.classify(plan, candidates, with_reasons=True))
 
     def count(
         self,
@@ -101,20 +88,28 @@ class DuckDBEngine:
         samples: pl.LazyFrame | None = None,
         filter: SampleFilter | None = None,
     ) -> IncrementCounts:
-        """Counts of new, stale and orphaned samples; no rows leave DuckDB."""
-        query = self._compare(plan, samples, filter, with_reasons=False)
+        """Counts; new and orphaned are counted in SQL, only changed-input rows are hashed."""
         try:
-            rows = self._con.sql(
-                f"SELECT {STATUS}, count(*) FROM ({query}) GROUP BY ALL"
-            ).fetchall()
+            query, stored = self._candidates(plan, samples, filter)
+            if not stored:
+                rows = self._con.sql(f"SELECT count(*) FROM ({query})").fetchall()
+                return IncrementCounts(int(rows[0][0]), 0, 0)
+            new, orphaned = self._con.sql(
+                f"SELECT count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
+                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({query})"
+            ).fetchall()[0]
+            both = self._fetch(f"SELECT * FROM ({query}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
         finally:
             self._drop_views()
-        counts = dict(rows)
-        return IncrementCounts(
-            counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0)
-        )
+        stale = classify.count(classify.classify(plan, both, with_reasons=False)).stale
+        return IncrementCounts(int(new), stale, int(orphaned))
 
     # -- steps ----------------------------------------------------------------------------------
+
+    def _fetch(self, query: str) -> pl.LazyFrame:
+        frame = pl.from_arrow(self._con.sql(query).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.lazy()
 
     def _view(self, data: object) -> str:
         """Register a relation or Arrow table under a fresh view name; returns the name."""
@@ -135,7 +130,11 @@ class DuckDBEngine:
         while self._views:
             self._con.unregister(self._views.pop())
 
-    def _join_upstreams(self, plan: ResolvePlan) -> str:
+    def _inputs(self, plan: ResolvePlan, samples: pl.LazyFrame | None) -> str:
+        if plan.is_root:
+            if samples is None:
+                raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
+            return self._view(samples.collect().to_arrow())
         parts = []
         for up in plan.upstreams:
             table = self._table(up.feature)
@@ -151,79 +150,63 @@ class DuckDBEngine:
             joined = f"{joined} JOIN {part} USING ({using})"
         return f"(SELECT * FROM {joined})"
 
-    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None, expected: str) -> str:
-        fields = [f.field for f in plan.fields]
-        ids = ", ".join(map(quote, plan.id_columns))
+    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> str | None:
         table = self._table(plan.feature)
-        renamed = ", ".join(
-            [
-                ids,
-                f"{quote(c.FEATURE_VERSION)} AS {STORED_VERSION}",
-                *(f"{quote(c.provenance_column(f))} AS {quote(stored_column(f))}" for f in fields),
-            ]
-        )
         if table is None:
-            nulls = ", ".join(
-                [
-                    ids,
-                    f"NULL::VARCHAR AS {STORED_VERSION}",
-                    *(f"NULL::VARCHAR AS {quote(stored_column(f))}" for f in fields),
-                ]
-            )
-            return f"(SELECT {nulls} FROM {expected} WHERE false)"
+            return None
+        present = {r[0] for r in self._con.sql(f"DESCRIBE {table}").fetchall()}
+
+        def stored_as(name: str, alias: str) -> str:
+            # Rows written before a column existed compare as null, i.e. as changed.
+            value = quote(name) if name in present else "NULL::VARCHAR"
+            return f"{value} AS {quote(alias)}"
+
+        renamed = [
+            *map(quote, plan.id_columns),
+            stored_as(c.FEATURE_VERSION, STORED_VERSION),
+            *(stored_as(c.provenance_column(f.field), stored_column(f.field)) for f in plan.fields),
+            *(stored_as(n, stored_input(n)) for n in plan.change_inputs),
+        ]
         source = table
         if filter is not None:
             source = self._filtered(f"SELECT * FROM {table}", filter, plan.id_columns)
-        return f"(SELECT {renamed} FROM {source})"
+        return f"(SELECT {', '.join(renamed)} FROM {source})"
 
-    def _compare(
-        self,
-        plan: ResolvePlan,
-        samples: pl.LazyFrame | None,
-        filter: SampleFilter | None,
-        *,
-        with_reasons: bool,
-    ) -> str:
-        expected_rel = self.expected(plan, samples)
-        if filter is None:
-            expected = self._view(expected_rel)
-        else:
-            expected = self._filtered(expected_rel.sql_query(), filter, plan.id_columns)
-        stored = self._stored(plan, filter, expected)
-        changed = {
-            f.field: f"({quote(c.provenance_column(f.field))} IS DISTINCT FROM "
-            f"{quote(stored_column(f.field))})"
-            for f in plan.fields
-        }
-        status = (
-            f"CASE WHEN {STORED_MARK} IS NULL THEN 'new' "
-            f"WHEN {EXPECTED_MARK} IS NULL THEN 'orphaned' "
-            f"WHEN {' OR '.join(changed.values())} THEN 'stale' END"
-        )
-        select = [f"{status} AS {STATUS}", "*"]
-        if with_reasons:
-            code = {
-                f.field: f"{STORED_VERSION} IN ({', '.join(map(sql_literal, f.code_changed_in))})"
-                if f.code_changed_in
-                else "false"
-                for f in plan.fields
-            }
-            has_code = " OR ".join(f"({changed[f]} AND {code[f]})" for f in changed)
-            has_input = " OR ".join(f"({changed[f]} AND NOT {code[f]})" for f in changed)
-            names = ", ".join(
-                f"CASE WHEN {v} THEN {sql_literal(f)} END" for f, v in changed.items()
-            )
-            select += [
-                f"list_filter([{names}], lambda x: x IS NOT NULL) AS {quote(c.CHANGED_FIELDS)}",
-                f"concat_ws(',', CASE WHEN {has_code} THEN '{StaleReason.CODE_VERSION}' END, "
-                f"CASE WHEN {has_input} THEN '{StaleReason.INPUT_DATA}' END) "
-                f"AS {quote(c.STALE_REASON)}",
+    def _candidates(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, filter: SampleFilter | None
+    ) -> tuple[str, bool]:
+        """SQL of the candidate rows, and whether anything is stored to compare with."""
+        inputs = self._inputs(plan, samples)
+        if filter is not None:
+            inputs = self._filtered(f"SELECT * FROM {inputs}", filter, plan.id_columns)
+        needed = dict.fromkeys(
+            [
+                *plan.id_columns,
+                *plan.passthrough,
+                *(i for f in plan.fields for i in f.inputs),
+                *plan.change_inputs,
             ]
+        )
+        stored = self._stored(plan, filter)
+        if stored is None:
+            return f"SELECT {', '.join(map(quote, needed))} FROM {inputs}", False
+        versions = ", ".join(map(sql_literal, plan.code_changed_in))
+        candidate = " OR ".join(
+            [
+                f"{STORED_MARK} IS NULL",
+                f"{EXPECTED_MARK} IS NULL",
+                f"{STORED_VERSION} IN ({versions})" if versions else "false",
+                *(
+                    f"{quote(n)} IS DISTINCT FROM {quote(stored_input(n))}"
+                    for n in plan.change_inputs
+                ),
+            ]
+        )
+        stored_cols = [STORED_VERSION, *(stored_column(f.field) for f in plan.fields)]
+        select = [*needed, *stored_cols, EXPECTED_MARK, STORED_MARK]
         using = ", ".join(map(quote, plan.id_columns))
         joined = (
-            f"(SELECT *, true AS {EXPECTED_MARK} FROM {expected}) "
+            f"(SELECT *, true AS {EXPECTED_MARK} FROM {inputs}) "
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"
         )
-        return (
-            f"SELECT * FROM (SELECT {', '.join(select)} FROM {joined}) WHERE {STATUS} IS NOT NULL"
-        )
+        return f"SELECT {', '.join(map(quote, select))} FROM {joined} WHERE {candidate}", True

@@ -8,23 +8,24 @@ import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
+from metaxy_core.engines import classify
 from metaxy_core.filters import HashShard, SampleFilter
-from metaxy_core.hashing import polars_hash, polars_hash_u64
-from metaxy_core.increment import Increment, IncrementCounts, StaleReason
+from metaxy_core.hashing import polars_hash_u64
+from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    STATUS,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
     stored_column,
+    stored_input,
 )
 
 __all__ = ["PolarsEngine", "Scan", "apply_filter"]
 
 Scan = Callable[[str, Sequence[str] | None], pl.LazyFrame | None]
-"""``scan(feature, columns)``: the current rows of a feature (all columns when ``None``), or
-``None`` when nothing was ever written for it."""
+"""``scan(feature, columns)``: the current rows of a feature, with those of ``columns`` that it
+has (all columns when ``None``), or ``None`` when nothing was ever written for it."""
 
 
 def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
@@ -44,20 +45,11 @@ class PolarsEngine:
         self._scan = scan
 
     def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:
-        """Id columns, passthrough columns and the expected provenance of every field."""
-        if plan.is_root:
-            if samples is None:
-                raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
-            joined = samples
-        else:
-            joined = self._join_upstreams(plan)
-        provenance = [
-            polars_hash([pl.lit(f.recipe), *(pl.col(i) for i in f.inputs)]).alias(
-                c.provenance_column(f.field)
-            )
-            for f in plan.fields
-        ]
-        return joined.select(*plan.id_columns, *plan.passthrough, *provenance)
+        """Id and passthrough columns, expected provenance and change inputs of every sample."""
+        inputs = self._inputs(plan, samples)
+        return inputs.with_columns(classify.provenance(plan)).select(
+            *plan.id_columns, *plan.passthrough, *plan.carried
+        )
 
     def resolve(
         self,
@@ -66,18 +58,7 @@ class PolarsEngine:
         filter: SampleFilter | None = None,
     ) -> Increment:
         """New, stale and orphaned samples, collected once."""
-        compared = self._compare(plan, samples, filter)
-        out = [*plan.id_columns, *plan.passthrough, *plan.provenance_columns]
-        extra = [c.CHANGED_FIELDS, c.STALE_REASON]
-        frame = compared.select(STATUS, *out, *extra).collect()
-        parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
-        empty = frame.clear()
-        return Increment(
-            feature=plan.feature,
-            new=parts.get("new", empty).select(out),
-            stale=parts.get("stale", empty).select(*out, *extra),
-            orphaned=parts.get("orphaned", empty).select(plan.id_columns),
-        )
+        return classify.split(plan, self._classified(plan, samples, filter, with_reasons=True))
 
     def count(
         self,
@@ -85,22 +66,21 @@ class PolarsEngine:
         samples: pl.LazyFrame | None = None,
         filter: SampleFilter | None = None,
     ) -> IncrementCounts:
-        """Counts of new, stale and orphaned samples; no rows leave the engine."""
-        compared = self._compare(plan, samples, filter, with_reasons=False)
-        counts = dict(compared.group_by(STATUS).len().collect().iter_rows())
-        return IncrementCounts(
-            counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0)
-        )
+        """Counts of new, stale and orphaned samples."""
+        return classify.count(self._classified(plan, samples, filter, with_reasons=False))
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _join_upstreams(self, plan: ResolvePlan) -> pl.LazyFrame:
+    def _inputs(self, plan: ResolvePlan, samples: pl.LazyFrame | None) -> pl.LazyFrame:
+        if plan.is_root:
+            if samples is None:
+                raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
+            return samples
         frames = []
         for up in plan.upstreams:
             scanned = self._scan(up.feature, list(up.columns))
             if scanned is None:
-                schema = {col: pl.String for col in up.columns.values()}
-                scanned = pl.LazyFrame(schema=schema)
+                scanned = pl.LazyFrame(schema={col: pl.String for col in up.columns.values()})
             else:
                 scanned = scanned.rename(dict(up.columns))
             frames.append(scanned)
@@ -110,85 +90,45 @@ class PolarsEngine:
         return joined
 
     def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> pl.LazyFrame | None:
-        fields = [f.field for f in plan.fields]
-        wanted = [*plan.id_columns, c.FEATURE_VERSION, *map(c.provenance_column, fields)]
+        renames = {c.FEATURE_VERSION: STORED_VERSION}
+        renames.update({c.provenance_column(f.field): stored_column(f.field) for f in plan.fields})
+        renames.update({n: stored_input(n) for n in plan.change_inputs})
+        wanted = [*plan.id_columns, *renames]
         # A filter may name any stored column (e.g. a partition column): then read them all.
         stored = self._scan(plan.feature, wanted if filter is None else None)
         if stored is None:
             return None
         if filter is not None:
             stored = apply_filter(stored, filter, plan.id_columns)
-        renames = {c.provenance_column(f): stored_column(f) for f in fields}
-        renames[c.FEATURE_VERSION] = STORED_VERSION
-        return stored.select(wanted).rename(renames)
+        present = stored.collect_schema().names()
+        # Rows written before a column existed compare as null, i.e. as changed.
+        missing = [pl.lit(None, pl.String).alias(n) for n in wanted if n not in present]
+        return stored.with_columns(missing).select(wanted).rename(renames)
 
-    def _compare(
+    def _classified(
         self,
         plan: ResolvePlan,
         samples: pl.LazyFrame | None,
         filter: SampleFilter | None,
         *,
-        with_reasons: bool = True,
+        with_reasons: bool,
     ) -> pl.LazyFrame:
-        expected = self.expected(plan, samples)
-        stored = self._stored(plan, filter)
+        inputs = self._inputs(plan, samples)
         if filter is not None:
-            expected = apply_filter(expected, filter, plan.id_columns)
-        ids = list(plan.id_columns)
+            inputs = apply_filter(inputs, filter, plan.id_columns)
+        stored = self._stored(plan, filter)
         if stored is None:
-            schema = expected.collect_schema()
-            stored = pl.LazyFrame(
-                schema={
-                    **{i: schema[i] for i in ids},
-                    STORED_VERSION: pl.String,
-                    **{stored_column(f.field): pl.String for f in plan.fields},
-                }
-            )
-        joined = expected.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
+            return classify.all_new(plan, inputs)
+        joined = inputs.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
             stored.with_columns(pl.lit(True).alias(STORED_MARK)),
-            on=ids,
+            on=list(plan.id_columns),
             how="full",
             coalesce=True,
         )
-        changed = {
-            f.field: pl.col(c.provenance_column(f.field)).ne_missing(pl.col(stored_column(f.field)))
-            for f in plan.fields
-        }
-        status = (
-            pl.when(pl.col(STORED_MARK).is_null())
-            .then(pl.lit("new"))
-            .when(pl.col(EXPECTED_MARK).is_null())
-            .then(pl.lit("orphaned"))
-            .when(pl.any_horizontal(list(changed.values())))
-            .then(pl.lit("stale"))
+        candidate = pl.any_horizontal(
+            pl.col(STORED_MARK).is_null(),
+            pl.col(EXPECTED_MARK).is_null(),
+            classify.code_changed(plan),
+            *(pl.col(n).ne_missing(pl.col(stored_input(n))) for n in plan.change_inputs),
         )
-        compared = joined.with_columns(status.alias(STATUS)).filter(pl.col(STATUS).is_not_null())
-        if not with_reasons:
-            return compared
-        code = {
-            f.field: pl.col(STORED_VERSION).is_in(list(f.code_changed_in))
-            if f.code_changed_in
-            else pl.lit(False)
-            for f in plan.fields
-        }
-        has_code = pl.any_horizontal([changed[f] & code[f] for f in changed])
-        has_input = pl.any_horizontal([changed[f] & ~code[f] for f in changed])
-        stale = pl.col(STATUS) == "stale"
-        return compared.with_columns(
-            pl.when(stale)
-            .then(pl.concat_list([pl.when(v).then(pl.lit(f)) for f, v in changed.items()]))
-            .list.drop_nulls()
-            .alias(c.CHANGED_FIELDS),
-            pl.when(stale)
-            .then(
-                pl.concat_str(
-                    [
-                        pl.when(has_code).then(pl.lit(StaleReason.CODE_VERSION)),
-                        pl.when(has_input).then(pl.lit(StaleReason.INPUT_DATA)),
-                    ],
-                    separator=",",
-                    ignore_nulls=True,
-                )
-            )
-            .alias(c.STALE_REASON),
-        )
+        return classify.classify(plan, joined.filter(candidate), with_reasons=with_reasons)

@@ -283,10 +283,7 @@ class MetadataStore(ABC):
 
     def _expected_for(self, session: Any, feature: str, ids: pl.DataFrame) -> pl.DataFrame:
         plan, _ = self._plan(session, feature, None)
-        provenance = plan.provenance_columns
-        engine = self._engine(session)
-        expected = engine.expected(plan)
-        native = to_polars(expected, f"expected rows of {feature!r}")
-        return native.join(ids, on=list(plan.id_columns), how="semi").select(
-            *plan.id_columns, *provenance
+        expected = to_polars(self._engine(session).expected(plan), f"expected rows of {feature!r}")
+        return expected.join(ids, on=list(plan.id_columns), how="semi").select(
+            *plan.id_columns, *plan.carried
         )

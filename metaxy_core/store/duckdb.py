@@ -218,7 +218,10 @@ class DuckDBMetadataStore(MetadataStore):
         if self._table(session, feature) is None:
             return None
         table = quote(f"{feature}:history" if history else feature)
-        cols = "*" if columns is None else ", ".join(map(quote, columns))
+        cols = "*"
+        if columns is not None:
+            names = {r[0] for r in session.sql(f"DESCRIBE {table}").fetchall()}
+            cols = ", ".join(quote(n) for n in columns if n in names)
         frame = pl.from_arrow(session.sql(f"SELECT {cols} FROM {table}").to_arrow_table())
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()

@@ -57,8 +57,10 @@ class InMemoryMetadataStore(MetadataStore):
         frames = self._history if history else self._current
         if feature not in frames:
             return None
-        frame = frames[feature].lazy()
-        return frame if columns is None else frame.select(columns)
+        frame = frames[feature]
+        if columns is not None:
+            frame = frame.select([n for n in columns if n in frame.columns])
+        return frame.lazy()
 
     def last_write_seq(self, feature: str | None = None) -> int:
         return self._seq if feature is None else self._seq_by_feature.get(feature, 0)

@@ -125,7 +125,8 @@ def prepare_rows(
     fields = sorted(spec.field_keys)
     prov_cols = [c.provenance_column(f) for f in fields]
     dv_cols = [c.data_version_column(f) for f in fields]
-    allowed = {*prov_cols, *dv_cols}
+    input_cols = [c.upstream_data_version_column(d.feature) for d in spec.deps]
+    allowed = {*prov_cols, *dv_cols, *input_cols}
     frame = frame.select([n for n in frame.columns if not n.startswith(c.PREFIX) or n in allowed])
     for name in set(frame.columns) & allowed:
         _check_string(spec, frame, name)
@@ -140,7 +141,13 @@ def prepare_rows(
         frame = frame.with_columns(provenance)
     elif not set(prov_cols) <= set(frame.columns):
         assert expected is not None
-        frame = _join_expected(spec, frame.drop(set(prov_cols) & set(frame.columns)), expected)
+        carried = set(prov_cols + input_cols) & set(frame.columns)
+        frame = _join_expected(spec, frame.drop(carried), expected)
+    else:
+        # Provenance from an increment without its change inputs: store nulls, so the next
+        # resolve hashes these samples instead of trusting inputs it cannot check.
+        absent = [pl.lit(None, pl.String).alias(n) for n in input_cols if n not in frame.columns]
+        frame = frame.with_columns(absent)
 
     data_versions = [
         (pl.col(dv).fill_null(pl.col(p)) if dv in frame.columns else pl.col(p)).alias(dv)
@@ -155,6 +162,7 @@ def prepare_rows(
         *user,
         *prov_cols,
         *dv_cols,
+        *input_cols,
         polars_hash([pl.col(p) for p in prov_cols]).alias(c.PROVENANCE),
         polars_hash([pl.col(d) for d in dv_cols]).alias(c.DATA_VERSION),
         pl.lit(versions.features[spec.key]).alias(c.FEATURE_VERSION),

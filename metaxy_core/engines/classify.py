@@ -1,0 +1,104 @@
+"""The step both engines share: hash the candidates and classify them.
+
+An engine joins the expected inputs with the stored rows and keeps the candidates (see
+:mod:`metaxy_core.plan`) wherever the data lives; the candidates are the only rows that leave
+it. Here they are hashed with the Rust xxhash64 of Polars and marked new, stale or orphaned.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from metaxy_core import columns as c
+from metaxy_core.hashing import polars_hash
+from metaxy_core.increment import Increment, IncrementCounts, StaleReason
+from metaxy_core.plan import EXPECTED_MARK, STATUS, STORED_MARK, STORED_VERSION, ResolvePlan
+from metaxy_core.plan import stored_column as stored
+
+__all__ = ["all_new", "classify", "count", "provenance", "split"]
+
+_REASONS = [c.CHANGED_FIELDS, c.STALE_REASON]
+
+
+def provenance(plan: ResolvePlan) -> list[pl.Expr]:
+    """The expected provenance of every field, from its recipe and input columns."""
+    return [
+        polars_hash([pl.lit(f.recipe), *(pl.col(i) for i in f.inputs)]).alias(
+            c.provenance_column(f.field)
+        )
+        for f in plan.fields
+    ]
+
+
+def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:
+    """Classification when nothing is stored yet: every expected sample is new."""
+    return inputs.with_columns(
+        *provenance(plan),
+        pl.lit("new").alias(STATUS),
+        pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),
+        pl.lit(None, pl.String).alias(c.STALE_REASON),
+    )
+
+
+def _in_versions(versions: tuple[str, ...]) -> pl.Expr:
+    return pl.col(STORED_VERSION).is_in(list(versions)) if versions else pl.lit(False)
+
+
+def classify(plan: ResolvePlan, candidates: pl.LazyFrame, *, with_reasons: bool) -> pl.LazyFrame:
+    """Candidates with provenance, status and (``with_reasons``) the changed fields and why."""
+    hashed = candidates.with_columns(provenance(plan))
+    changed = {
+        f.field: pl.col(c.provenance_column(f.field)).ne_missing(pl.col(stored(f.field)))
+        for f in plan.fields
+    }
+    status = (
+        pl.when(pl.col(STORED_MARK).is_null())
+        .then(pl.lit("new"))
+        .when(pl.col(EXPECTED_MARK).is_null())
+        .then(pl.lit("orphaned"))
+        .when(pl.any_horizontal(list(changed.values())))
+        .then(pl.lit("stale"))
+    )
+    compared = hashed.with_columns(status.alias(STATUS)).filter(pl.col(STATUS).is_not_null())
+    if not with_reasons:
+        return compared
+    code = {f.field: _in_versions(f.code_changed_in) for f in plan.fields}
+    has_code = pl.any_horizontal([changed[f] & code[f] for f in changed])
+    has_input = pl.any_horizontal([changed[f] & ~code[f] for f in changed])
+    stale = pl.col(STATUS) == "stale"
+    names = [pl.when(v).then(pl.lit(f)) for f, v in changed.items()]
+    reasons = [
+        pl.when(has_code).then(pl.lit(StaleReason.CODE_VERSION)),
+        pl.when(has_input).then(pl.lit(StaleReason.INPUT_DATA)),
+    ]
+    return compared.with_columns(
+        pl.when(stale).then(pl.concat_list(names)).list.drop_nulls().alias(c.CHANGED_FIELDS),
+        pl.when(stale)
+        .then(pl.concat_str(reasons, separator=",", ignore_nulls=True))
+        .alias(c.STALE_REASON),
+    )
+
+
+def split(plan: ResolvePlan, classified: pl.LazyFrame) -> Increment:
+    """Collect once and split into new, stale and orphaned frames."""
+    out = [*plan.id_columns, *plan.passthrough, *plan.carried]
+    frame = classified.select(STATUS, *out, *_REASONS).collect()
+    parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
+    empty = frame.clear()
+    return Increment(
+        feature=plan.feature,
+        new=parts.get("new", empty).select(out),
+        stale=parts.get("stale", empty).select(*out, *_REASONS),
+        orphaned=parts.get("orphaned", empty).select(plan.id_columns),
+    )
+
+
+def count(classified: pl.LazyFrame) -> IncrementCounts:
+    """Counts of each status."""
+    counts = dict(classified.group_by(STATUS).len().collect().iter_rows())
+    return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
+
+
+def code_changed(plan: ResolvePlan) -> pl.Expr:
+    """True for stored rows written under a recipe that differs from the current one."""
+    return _in_versions(plan.code_changed_in)
