@@ -37,7 +37,9 @@ def _specs() -> list[FeatureSpec]:
     audio = [FieldDep("video/raw", ["audio"])]
     return [
         FeatureSpec(key="video/raw", id_columns=IDS, fields=["audio", "frames"]),
-        FeatureSpec(key="video/crop", id_columns=IDS, fields=["audio", "frames"], deps=["video/raw"]),
+        FeatureSpec(
+            key="video/crop", id_columns=IDS, fields=["audio", "frames"], deps=["video/raw"]
+        ),
         FeatureSpec(
             key="vision/faces", id_columns=IDS, deps=["video/crop"],
             fields=[FieldSpec(key="faces", deps=[FieldDep("video/crop", ["frames"])])],
