@@ -12,8 +12,10 @@ Each tick:
 2. walks the features in topological order; a feature waits while any of its upstream features
    has work (so nothing is computed twice); otherwise it counts its new, stale and orphaned
    samples, per partition;
-3. requests one run per asset and partition with work, with a run key of the feature, the
-   partition and the write sequence, so repeated ticks on the same store state are idempotent.
+3. requests one run per asset and partition with work. The run key holds the feature, the
+   partition and the latest writes of the feature and of its upstream features: repeated ticks
+   request the same key (Dagster runs it once) until one of those features is written again,
+   whatever else was written meanwhile.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def _pending(
                     yield feature, partition, counts
 
 
+def _inputs_seq(store: MetadataStore, feature: str) -> str:
+    """The latest writes of ``feature`` and of the features it reads, as a run-key part."""
+    keys = [feature, *store.graph.upstream(feature)]
+    return ".".join(str(store.last_write_seq(k)) for k in keys)
+
+
 def build_metaxy_sensor(
     assets: Sequence[dg.AssetsDefinition],
     *,
@@ -115,7 +123,7 @@ def build_metaxy_sensor(
                 return dg.SkipReason(f"no new writes since write {seq}")
             requests = [
                 dg.RunRequest(
-                    run_key=f"{feature}|{partition or ''}|{seq}",
+                    run_key=f"{feature}|{partition or ''}|{_inputs_seq(metadata_store, feature)}",
                     asset_selection=[asset_key(feature)],
                     partition_key=partition,
                     tags={

@@ -85,12 +85,20 @@ def test_audio_change_requests_only_the_audio_branch(tmp_path: Path) -> None:
         ("audio/transcript", "5"),
         ("video/crop", "5"),
     ]
-    assert {r.run_key for r in tick.run_requests} == {"video/crop||6", "audio/transcript||6"}
+    # Run keys: the feature's own latest write and its upstream's (the raw write, 6).
+    store = p.store()
+    crop_key = f"video/crop||{store.last_write_seq('video/crop')}.6"
+    transcript_key = f"audio/transcript||{store.last_write_seq('audio/transcript')}.6"
+    assert {r.run_key for r in tick.run_requests} == {crop_key, transcript_key}
     # Repeating the tick on the same store state requests the same run keys (idempotent).
     again = Ticker(p, assets).tick()
     assert {r.run_key for r in again.run_requests} == {r.run_key for r in tick.run_requests}
 
-    _land(p, assets, [("video/crop", None), ("audio/transcript", None)])
+    # A write of another asset does not change the key of work still pending.
+    _land(p, assets, [("video/crop", None)])
+    pending = ticker.tick().run_requests
+    assert [r.run_key for r in pending] == [transcript_key]
+    _land(p, assets, [("audio/transcript", None)])
     assert ticker.requested() == [("train/manifest", None)]
     _land(p, assets, [("train/manifest", None)])
     assert ticker.requested() == []
