@@ -9,9 +9,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metaxy-installed
 BENCH_ARGS ?=
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # `pytest` alone collects tests/ (testpaths); the packages are added so their doctests run too.
-PYTEST_PATHS ?= tests metaxy_core metaxy_dagster
+PYTEST_PATHS ?= tests metaxy_core metaxy_dagster example_project
 
 # Never prompt, never nag: the same behaviour on a laptop and in CI.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -64,8 +65,10 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Generates the example clips if missing, then runs `dagster dev` until Ctrl-C.
+# DEMO_ARGS='--port 3001' (see `python -m example_project.demo --help`).
 demo: $(STAMP)
-	$(PY) -m example_project.demo
+	$(PY) -m example_project.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info $(STAMP)

@@ -1,1 +1,9 @@
-"""Example multimodal pipeline: synthetic video clips, per-clip steps, and their data."""
+"""Example multimodal pipeline: synthetic video clips, per-clip steps, and their data.
+
+- :mod:`example_project.media`: the clips on disk (generation, content hashes, scanning);
+- :mod:`example_project.edit`: change clips as a user would (``python -m example_project.edit``);
+- :mod:`example_project.compute`: the per-clip CPU steps;
+- :mod:`example_project.assets`: those steps as metaxy assets;
+- :mod:`example_project.definitions`: the Dagster code location (``dagster dev -m ...``);
+- :mod:`example_project.demo`: ``make demo``.
+"""

@@ -1,0 +1,258 @@
+"""The example pipeline as metaxy assets: one feature per step, one row per clip.
+
+::
+
+    video/raw {audio, frames}            scan the data folder: content hash per field
+    ├── video/crop {audio, frames}       crop.audio <- raw.audio, crop.frames <- raw.frames
+    │   └── vision/faces {faces}         faces <- crop.frames
+    ├── audio/features {features}        features <- raw.audio
+    └── audio/transcript {text}          text <- raw.audio
+    train/manifest {default}             <- transcript, faces and features (all their fields)
+
+Each function receives only its increment: the clips that are new, or whose fields it reads
+changed. Editing the audio of a clip therefore recomputes crop, features, transcript and the
+manifest for that clip, and never the face detection, which reads only the cropped frames.
+
+Every step writes its files under ``<data_dir>/outputs/<step>/`` (see
+:func:`example_project.compute.output_dir`) and returns their paths and a few numbers, which
+the IO manager stores with the clip's versions.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from example_project.compute import (
+    audio_features,
+    build_manifest,
+    crop,
+    detect_faces,
+    output_dir,
+    transcribe,
+)
+from example_project.media import content_hash, scan_clips
+from metaxy_core import FieldDep, FieldSpec, columns
+from metaxy_dagster import MetaxyStoreResource, metaxy_asset
+
+__all__ = ["FEATURES", "GROUP", "ID", "build_assets", "describe_increment"]
+
+ID = "clip_id"
+"""The id column of every feature: one sample per clip."""
+GROUP = "multimodal"
+"""The Dagster asset group of the example's assets."""
+FEATURES = (
+    "video/raw",
+    "video/crop",
+    "vision/faces",
+    "audio/features",
+    "audio/transcript",
+    "train/manifest",
+)
+"""The feature keys, upstream first."""
+
+_SHOWN_IDS = 10
+
+
+def describe_increment(feature: str, increment: pl.DataFrame) -> str:
+    """One log line: how many clips are new or stale, which fields are stale, and which clips.
+
+    >>> frame = pl.DataFrame(
+    ...     {"clip_id": ["c1", "c2", "c3"], "metaxy_changed_fields": [None, ["audio"], ["audio"]]},
+    ...     schema={"clip_id": pl.String, "metaxy_changed_fields": pl.List(pl.String)},
+    ... )
+    >>> describe_increment("video/crop", frame)
+    'video/crop: computing 3 clip(s): 1 new, 2 stale (stale fields: audio x2): c1, c2, c3'
+    """
+    changed = (
+        increment.get_column(columns.CHANGED_FIELDS)
+        if columns.CHANGED_FIELDS in increment.columns
+        else pl.Series(columns.CHANGED_FIELDS, [None] * increment.height, pl.List(pl.String))
+    )
+    stale = changed.is_not_null().sum()
+    counts = (
+        changed.explode()
+        .drop_nulls()
+        .alias("field")
+        .value_counts(name="n")
+        .sort(["n", "field"], descending=[True, False])
+    )
+    by_field = ", ".join(f"{name} x{n}" for name, n in counts.iter_rows()) or "none"
+    ids = increment.get_column(ID).sort().head(_SHOWN_IDS).to_list()
+    more = f" and {increment.height - _SHOWN_IDS} more" if increment.height > _SHOWN_IDS else ""
+    return (
+        f"{feature}: computing {increment.height} clip(s): {increment.height - stale} new, "
+        f"{stale} stale (stale fields: {by_field}): {', '.join(ids)}{more}"
+    )
+
+
+def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
+    """The example's assets over the clips of ``data_dir``, upstream first.
+
+    Declaring them registers their features in the code location's feature graph
+    (:func:`metaxy_dagster.feature_graph`); building them again with the same definitions is
+    harmless.
+    """
+    data_dir = Path(data_dir).resolve()
+
+    @metaxy_asset(
+        key="video/raw",
+        id_columns=[ID],
+        fields=["audio", "frames"],
+        columns={"audio_path": "string", "frames_path": "string"},
+        group_name=GROUP,
+    )
+    def video_raw(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        """Every clip of the data folder, with a content hash of its audio and of its frames.
+
+        Only clips that are new or whose content changed are written; clips whose folder is gone
+        are soft-deleted.
+        """
+        clips = scan_clips(data_dir)
+        context.log.info(f"video/raw: found {clips.height} clip(s) in {data_dir}")
+        return clips
+
+    @metaxy_asset(
+        key="video/crop",
+        id_columns=[ID],
+        deps=["video/raw"],
+        fields=["audio", "frames"],
+        columns={"crop_frames_path": "string", "crop_audio_path": "string", "n_frames": "int"},
+        group_name=GROUP,
+    )
+    def video_crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+        """Center-cropped frames and the first half second of audio of each clip.
+
+        The data version of each field is a content hash of the file it produced, so a recompute
+        that yields the same bytes (the frames, when only the audio changed) stops there.
+        """
+        context.log.info(describe_increment("video/crop", increment))
+        out = output_dir(data_dir, "crop")
+        # One call per clip: each step reads and writes files, there is no frame math to batch.
+        results = [
+            _with_content_hashes({ID: cid, **crop(Path(audio), Path(frames), out, clip_id=cid)})
+            for cid, audio, frames in increment.select(ID, "audio_path", "frames_path").iter_rows()
+        ]
+        return _frame(
+            results,
+            ID,
+            "crop_frames_path",
+            "crop_audio_path",
+            "n_frames",
+            columns.data_version_column("audio"),
+            columns.data_version_column("frames"),
+        )
+
+    @metaxy_asset(
+        key="vision/faces",
+        id_columns=[ID],
+        deps=["video/crop"],
+        fields=[FieldSpec(key="faces", deps=(FieldDep("video/crop", ["frames"]),))],
+        columns={"faces_path": "string", "n_faces": "int"},
+        group_name=GROUP,
+    )
+    def vision_faces(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+        """Face boxes found in the cropped frames (reads the crop's frames only)."""
+        context.log.info(describe_increment("vision/faces", increment))
+        out = output_dir(data_dir, "faces")
+        results = [
+            {ID: cid, **detect_faces(Path(frames), out, clip_id=cid)}
+            for cid, frames in increment.select(ID, "crop_frames_path").iter_rows()
+        ]
+        return _frame(results, ID, "faces_path", "n_faces")
+
+    @metaxy_asset(
+        key="audio/features",
+        id_columns=[ID],
+        deps=["video/raw"],
+        fields=[FieldSpec(key="features", deps=(FieldDep("video/raw", ["audio"]),))],
+        columns={"features_path": "string", "rms": "float", "dominant_hz": "float"},
+        group_name=GROUP,
+    )
+    def audio_features_asset(
+        context: dg.AssetExecutionContext, increment: pl.DataFrame
+    ) -> pl.DataFrame:
+        """RMS energy and dominant frequency of each clip's audio (reads the audio only)."""
+        context.log.info(describe_increment("audio/features", increment))
+        out = output_dir(data_dir, "features")
+        results = [
+            {ID: cid, **audio_features(Path(audio), out, clip_id=cid)}
+            for cid, audio in increment.select(ID, "audio_path").iter_rows()
+        ]
+        return _frame(results, ID, "features_path", "rms", "dominant_hz")
+
+    @metaxy_asset(
+        key="audio/transcript",
+        id_columns=[ID],
+        deps=["video/raw"],
+        fields=[FieldSpec(key="text", deps=(FieldDep("video/raw", ["audio"]),))],
+        columns={"transcript_path": "string", "text": "string"},
+        group_name=GROUP,
+    )
+    def audio_transcript(
+        context: dg.AssetExecutionContext, increment: pl.DataFrame
+    ) -> pl.DataFrame:
+        """A transcript of each clip's audio (a deterministic stand-in; reads the audio only)."""
+        context.log.info(describe_increment("audio/transcript", increment))
+        out = output_dir(data_dir, "transcript")
+        results = [
+            {ID: cid, **transcribe(Path(audio), out, clip_id=cid)}
+            for cid, audio in increment.select(ID, "audio_path").iter_rows()
+        ]
+        return _frame(results, ID, "transcript_path", "text")
+
+    @metaxy_asset(
+        key="train/manifest",
+        id_columns=[ID],
+        deps=["audio/transcript", "vision/faces", "audio/features"],
+        columns={"manifest_path": "string", "manifest_clips": "int"},
+        group_name=GROUP,
+    )
+    def train_manifest(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+        """The training manifest: one JSONL file per run listing every clip's outputs.
+
+        The file covers all current clips (read from the store); the rows written are those of
+        the clips whose transcript, faces or features changed, each pointing at the new file.
+        """
+        context.log.info(describe_increment("train/manifest", increment))
+        resource: MetaxyStoreResource = context.resources.metaxy_store
+        store = resource.get_store()
+        parts = {
+            "audio/transcript": ["transcript_path", "text"],
+            "vision/faces": ["faces_path", "n_faces"],
+            "audio/features": ["features_path", "rms", "dominant_hz"],
+        }
+        current = [store.read(feature, columns=[ID, *names]) for feature, names in parts.items()]
+        rows = reduce(lambda left, right: left.join(right, on=ID, how="inner"), current)
+        path = output_dir(data_dir, "manifest") / f"train-{context.run.run_id}.jsonl"
+        build_manifest(rows.sort(ID), path)
+        context.log.info(f"train/manifest: wrote {rows.height} clip(s) to {path}")
+        return increment.select(ID).with_columns(
+            manifest_path=pl.lit(str(path)), manifest_clips=pl.lit(rows.height, pl.Int64)
+        )
+
+    return [
+        video_raw,
+        video_crop,
+        vision_faces,
+        audio_features_asset,
+        audio_transcript,
+        train_manifest,
+    ]
+
+
+def _with_content_hashes(result: dict[str, object]) -> dict[str, object]:
+    """A crop result with the content hash of each output file as its field's data version."""
+    return {
+        **result,
+        columns.data_version_column("audio"): content_hash(Path(str(result["crop_audio_path"]))),
+        columns.data_version_column("frames"): content_hash(Path(str(result["crop_frames_path"]))),
+    }
+
+
+def _frame(results: list[dict[str, object]], *names: str) -> pl.DataFrame:
+    """The per-clip results of a step as a frame of the columns ``names``, in that order."""
+    return pl.DataFrame(results, infer_schema_length=None).select(names)
