@@ -14,12 +14,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, NamedTuple
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from metaxy_core.columns import PREFIX
 from metaxy_core.errors import (
+    DependencyError,
     DuplicateFieldError,
     EmptyIdColumnsError,
     FieldNotFoundError,
@@ -94,11 +98,22 @@ class _Frozen(BaseModel):
 class Lineage(str, Enum):
     """How the samples of a feature relate to the samples of one upstream feature.
 
-    Only ``identity`` (one downstream sample per upstream sample, same id columns) is available
-    now; aggregation (N:1) and expansion (1:N) will be added as further members.
+    A feature always joins an upstream on the id columns the two share; the lineage says which
+    side has more of them:
+
+    - ``identity``: one sample per upstream sample; the same id columns.
+    - ``expansion`` (1:N): each upstream sample (a parent, e.g. a video) yields several samples
+      (children, e.g. chunks); the feature's id columns are the upstream's plus at least one
+      more. Until its children exist, a parent is one **new** row of the increment.
+    - ``aggregation`` (N:1): each sample groups several upstream samples (e.g. the utterances of
+      a speaker); the feature's id columns are a subset of the upstream's. A group's data
+      versions hash those of its members, so a changed, added or removed member makes the
+      group stale.
     """
 
     IDENTITY = "identity"
+    EXPANSION = "expansion"
+    AGGREGATION = "aggregation"
 
 
 class FieldDep(_Frozen):
@@ -146,16 +161,106 @@ class FieldSpec(_Frozen):
         return _check_field_key(value, "a FieldSpec")
 
 
+def _check_column(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name or name.startswith(PREFIX):
+        raise DependencyError(
+            f"{what}: {name!r} is not a user column name: use a non-empty string that does not "
+            f"start with {PREFIX!r} (metaxy's own columns)."
+        )
+    return name
+
+
 class FeatureDep(_Frozen):
-    """Feature-level dependency on ``feature`` through ``lineage``."""
+    """Feature-level dependency on ``feature`` through ``lineage``, and how it is read.
+
+    Args:
+        feature: the upstream feature key.
+        lineage: how its samples relate to this feature's (see :class:`Lineage`); the two are
+            always joined on the id columns they share.
+        select: the upstream user columns passed through to the increment (default: all).
+        rename: upstream user column -> the name it is passed through under.
+        filter: a static SQL boolean expression on the upstream rows, such as
+            ``"duration > 10"``; rows it rejects do not exist for this feature. It runs as
+            ``polars.sql_expr`` and as SQL in DuckDB, so keep to what both understand
+            (comparisons, ``AND``/``OR``/``NOT``, ``IN``, ``IS NULL``, ``LIKE``).
+        optional: a left join: samples exist without this upstream, and its missing data
+            versions enter provenance as the null sentinel.
+
+    Every one of these is part of the recipe of exactly the fields that read through this
+    dependency, so changing, say, the filter changes their versions and nothing else.
+
+    >>> dep = FeatureDep("video/raw", lineage="expansion", filter="duration > 10")
+    >>> dep.lineage.value, dep.filter, dep.select
+    ('expansion', 'duration > 10', None)
+    >>> FeatureDep("audio/clean", rename={"path": "clean_path"}).rename
+    (('path', 'clean_path'),)
+    """
 
     feature: str
     lineage: Lineage = Lineage.IDENTITY
+    select: tuple[str, ...] | None = None
+    rename: tuple[tuple[str, str], ...] = ()
+    filter: str | None = None
+    optional: bool = False
+
+    def __init__(self, feature: str | None = None, /, **data: Any) -> None:
+        # Positional shorthand FeatureDep("video/raw", lineage=...) next to keywords and dicts.
+        if feature is not None:
+            data["feature"] = feature
+        super().__init__(**data)
 
     @field_validator("feature")
     @classmethod
     def _feature_key(cls, value: str) -> str:
         return _check_feature_key(value)
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("rename", mode="before")
+    @classmethod
+    def _rename(cls, value: Any) -> Any:
+        # Stored as sorted pairs: hashable, and one spelling per mapping.
+        pairs = value.items() if isinstance(value, Mapping) else value
+        return tuple(sorted(tuple(pair) for pair in pairs))
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip()
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureDep:
+        where = f"dependency on {self.feature!r}"
+        if self.filter is not None:
+            try:
+                pl.sql_expr(self.filter)
+            except pl.exceptions.PolarsError as exc:
+                raise DependencyError(
+                    f"filter {self.filter!r} of the {where} is not one SQL boolean expression "
+                    f"({exc}); write e.g. \"duration > 10 AND kind = 'speech'\"."
+                ) from None
+        for name in self.select or ():
+            _check_column(name, f"select= of the {where}")
+        if self.select is not None and len(set(self.select)) != len(self.select):
+            raise DependencyError(f"select= of the {where} lists a column twice: list each once.")
+        sources = [_check_column(a, f"rename= of the {where}") for a, _ in self.rename]
+        targets = [_check_column(b, f"rename= of the {where}") for _, b in self.rename]
+        if len(set(targets)) != len(targets) or len(set(sources)) != len(sources):
+            raise DependencyError(
+                f"rename= of the {where} maps two columns to one name, or one column twice: "
+                f"{dict(self.rename)}. Give each passed-through column its own name."
+            )
+        unselected = sorted(set(sources) - set(self.select if self.select is not None else sources))
+        if unselected:
+            raise DependencyError(
+                f"rename= of the {where} renames {unselected}, which select= does not pass "
+                f"through; select= is {list(self.select or ())}. Add them to select=, or drop "
+                "them from rename=."
+            )
+        return self
 
 
 class FeatureSpec(_Frozen):

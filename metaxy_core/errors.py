@@ -10,7 +10,8 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── DuplicateFieldError                 two fields with one key in a feature
     │   ├── EmptyIdColumnsError                 a feature without id columns
     │   ├── CycleError                          feature dependencies form a cycle
-    │   └── IdColumnsMismatchError              identity lineage across different id columns
+    │   ├── IdColumnsMismatchError              id columns that do not fit a dependency's lineage
+    │   └── DependencyError                     a bad select, rename, filter or optional
     ├── FeatureNotFoundError(KeyError)          an unknown feature key
     ├── FieldNotFoundError(KeyError)            an unknown field of a known feature
     ├── WriteError(ValueError)                  a frame that cannot be written; nothing is written
@@ -32,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "ColumnTypeError",
     "CycleError",
+    "DependencyError",
     "DuplicateFeatureError",
     "DuplicateFieldError",
     "DuplicateIdError",
@@ -86,7 +88,14 @@ class CycleError(GraphError):
 
 
 class IdColumnsMismatchError(GraphError):
-    """An identity dependency joins features whose id columns differ."""
+    """A dependency's lineage does not fit the id columns of the two features (identity needs
+    the same ones, expansion more downstream, aggregation fewer), or a feature's upstream
+    features join on id columns that do not nest."""
+
+
+class DependencyError(GraphError):
+    """How a dependency is read (``select``, ``rename``, ``filter``, ``optional``) is invalid,
+    or names a column its upstream feature does not have."""
 
 
 class FeatureNotFoundError(MetaxyError, KeyError):

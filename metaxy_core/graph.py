@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import TypeVar
 
-from metaxy_core.definitions import FeatureSpec, FieldRef, FieldSpec
+from metaxy_core.definitions import FeatureDep, FeatureSpec, FieldRef, FieldSpec, Lineage
 from metaxy_core.errors import (
     CycleError,
+    DependencyError,
     DuplicateFeatureError,
     FeatureNotFoundError,
     FieldNotFoundError,
@@ -115,6 +116,37 @@ class FeatureGraph:
             return tuple(children[key])
         return _closure(key, lambda k: children[k])
 
+    def dependency(self, feature: str, upstream: str) -> FeatureDep:
+        """How ``feature`` reads ``upstream`` (its :class:`~metaxy_core.FeatureDep`)."""
+        for dep in self[feature].deps:
+            if dep.feature == upstream:
+                return dep
+        raise FeatureNotFoundError(
+            f"feature {feature!r} does not read {upstream!r}; it reads: "
+            f"{', '.join(self.upstream(feature)) or 'nothing'}."
+        )
+
+    def join_columns(self, feature: str, upstream: str) -> tuple[str, ...]:
+        """The id columns ``feature`` and ``upstream`` share, which join them, in the order of
+        ``feature``'s id columns: all of them for identity, the upstream's (the parent's) for
+        expansion, ``feature``'s own (the group key) for aggregation."""
+        self.dependency(feature, upstream)
+        shared = set(self._specs[upstream].id_columns)
+        return tuple(i for i in self._specs[feature].id_columns if i in shared)
+
+    def expected_key(self, feature: str) -> tuple[str, ...]:
+        """The id columns identifying an expected sample of ``feature``.
+
+        Its own id columns, except when every upstream feature is an expansion: then its
+        children are unknown until computed, so its expected samples are the parents,
+        identified by their id columns (the widest join of its upstream features).
+        """
+        spec = self[feature]
+        widest: set[str] = set()
+        for dep in spec.deps:
+            widest |= set(self.join_columns(feature, dep.feature))
+        return tuple(i for i in spec.id_columns if i in widest) if spec.deps else spec.id_columns
+
     def field_deps(self, feature: str, field: str) -> tuple[FieldRef, ...]:
         """The upstream fields ``feature.field`` is computed from, resolved and sorted."""
         self[feature].field(field)
@@ -201,15 +233,74 @@ class FeatureGraph:
             )
         for spec in specs.values():
             for dep in spec.deps:
-                upstream = specs[dep.feature]
-                if set(upstream.id_columns) != set(spec.id_columns):
-                    raise IdColumnsMismatchError(
-                        f"feature {spec.key!r} (id columns {list(spec.id_columns)}) reads "
-                        f"{dep.feature!r} (id columns {list(upstream.id_columns)}) with "
-                        f"{dep.lineage.value} lineage, which needs the same id columns: use the "
-                        "same id columns in both features."
-                    )
+                self._check_lineage(spec, dep)
+            self._check_joins(spec)
         return tuple(order)
+
+    def _check_lineage(self, spec: FeatureSpec, dep: FeatureDep) -> None:
+        upstream = self._specs[dep.feature]
+        up, down = set(upstream.id_columns), set(spec.id_columns)
+        fits = {
+            Lineage.IDENTITY: (
+                up == down,
+                "the same id columns: use the same id columns in both features",
+            ),
+            Lineage.EXPANSION: (
+                up < down,
+                f"every id column of {dep.feature!r} plus at least one more (a child id, e.g. "
+                f"'chunk_id'): add them to the id columns of {spec.key!r}",
+            ),
+            Lineage.AGGREGATION: (
+                down < up,
+                f"a strict subset of the id columns of {dep.feature!r} (the group key): give "
+                f"{spec.key!r} the id columns its samples group by",
+            ),
+        }
+        ok, needs = fits[dep.lineage]
+        if not ok:
+            raise IdColumnsMismatchError(
+                f"feature {spec.key!r} (id columns {list(spec.id_columns)}) reads "
+                f"{dep.feature!r} (id columns {list(upstream.id_columns)}) with "
+                f"{dep.lineage.value} lineage, which needs {needs}."
+            )
+        where = f"the dependency of {spec.key!r} on {dep.feature!r}"
+        for name in [*(dep.select or ()), *(a for a, _ in dep.rename)]:
+            if name in up:
+                raise DependencyError(
+                    f"select= or rename= of {where} names id column {name!r}: id columns are "
+                    "join keys and always pass through; list only user columns."
+                )
+        for _, name in dep.rename:
+            if name in down:
+                raise DependencyError(
+                    f"rename= of {where} renames a column to {name!r}, an id column of "
+                    f"{spec.key!r}: choose another name."
+                )
+
+    def _check_joins(self, spec: FeatureSpec) -> None:
+        """The upstream features' join columns must nest, and a required one must be widest,
+        so that the expected samples are the rows of one required upstream, widened by joins
+        on subsets of its columns (never a cross product)."""
+        if not spec.deps:
+            return
+        joins = {d.feature: set(self.join_columns(spec.key, d.feature)) for d in spec.deps}
+        widest = max(joins.values(), key=len)
+        for key, columns in joins.items():
+            if not columns <= widest:
+                other = next(k for k, v in joins.items() if v == widest)
+                raise IdColumnsMismatchError(
+                    f"feature {spec.key!r} joins {key!r} on {sorted(columns)} and {other!r} on "
+                    f"{sorted(widest)}, which do not nest: every upstream feature must join on "
+                    "a subset of the columns of the widest join. Give the upstream features "
+                    "id columns that nest, or split the feature."
+                )
+        if not any(joins[d.feature] == widest and not d.optional for d in spec.deps):
+            raise DependencyError(
+                f"feature {spec.key!r} has no required upstream feature joined on "
+                f"{sorted(widest)}, so nothing says which samples exist: make one of "
+                f"{', '.join(repr(d.feature) for d in spec.deps if joins[d.feature] == widest)} "
+                "not optional."
+            )
 
     def _find_cycle(self, indegree: dict[str, int]) -> list[str]:
         remaining = {k for k, n in indegree.items() if n > 0}

@@ -1,10 +1,12 @@
 """Definition-level versions, computed from code alone (no data).
 
 - **field recipe**: hash of what a field is computed *from*, without upstream versions: the
-  feature key, the field key, its code version, and its resolved dependencies with the
-  lineage each is read through. Sample provenance hashes the recipe with upstream *data*
-  versions, so an upstream code change reaches downstream samples only once upstream data
-  actually changed.
+  feature key, the field key, its code version, and its resolved dependencies, each as
+  ``<feature>.<field>@<how>``, where ``<how>`` is the lineage of the dependency it is read
+  through (``identity``), followed, when the dependency is shaped, by the canonical JSON of its
+  shaping (``identity{"filter":"duration > 10"}``; see :func:`read_through`). Sample
+  provenance hashes the recipe with upstream *data* versions, so an upstream code change
+  reaches downstream samples only once upstream data actually changed.
 - **field version**: hash of the recipe and the versions of the upstream fields it reads.
 - **feature version**: hash of the feature key and its field versions.
 - **graph version** (snapshot): hash of all feature versions.
@@ -15,16 +17,17 @@ are identical across processes, machines and Python versions.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from metaxy_core.definitions import FieldRef
+from metaxy_core.definitions import FeatureDep, FieldRef
 from metaxy_core.hashing import hash_parts
 
 if TYPE_CHECKING:
     from metaxy_core.graph import FeatureGraph
 
-__all__ = ["GraphVersions", "compute_versions"]
+__all__ = ["GraphVersions", "compute_versions", "read_through"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,31 @@ class GraphVersions:
         return {ref.field: v for ref, v in self.fields.items() if ref.feature == feature}
 
 
+def read_through(dep: FeatureDep) -> str:
+    """How a field reads through ``dep``, as canonical text for its recipe.
+
+    The lineage alone for a plain dependency (so plain recipes never change), else the lineage
+    followed by the non-default shaping as JSON with sorted keys, no spaces and ASCII escapes;
+    ``select`` is sorted and ``rename`` is sorted pairs, as neither order changes the data.
+
+    >>> read_through(FeatureDep("video/raw", lineage="expansion"))
+    'expansion'
+    >>> read_through(FeatureDep("video/raw", select=["b", "a"], filter="x > 1", optional=True))
+    'identity{"filter":"x > 1","optional":true,"select":["a","b"]}'
+    """
+    shaping: dict[str, object] = {}
+    if dep.select is not None:
+        shaping["select"] = sorted(dep.select)
+    if dep.rename:
+        shaping["rename"] = [list(pair) for pair in dep.rename]
+    if dep.filter is not None:
+        shaping["filter"] = dep.filter
+    if dep.optional:
+        shaping["optional"] = True
+    text = json.dumps(shaping, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return dep.lineage.value + (text if shaping else "")
+
+
 def compute_versions(graph: FeatureGraph) -> GraphVersions:
     """Compute recipes and versions of every field, feature and of the graph."""
     recipes: dict[FieldRef, str] = {}
@@ -48,11 +76,11 @@ def compute_versions(graph: FeatureGraph) -> GraphVersions:
     features: dict[str, str] = {}
     for key in graph.topological_order():
         spec = graph[key]
-        lineage = {d.feature: d.lineage.value for d in spec.deps}
+        through = {d.feature: read_through(d) for d in spec.deps}
         for field in sorted(spec.fields, key=lambda f: f.key):
             ref = FieldRef(key, field.key)
             deps = graph.field_deps(key, field.key)
-            reads = [f"{d}@{lineage[d.feature]}" for d in deps]
+            reads = [f"{d}@{through[d.feature]}" for d in deps]
             recipes[ref] = hash_parts(["recipe/v1", key, field.key, field.code_version, *reads])
             fields[ref] = hash_parts(["field/v1", recipes[ref], *(fields[d] for d in deps)])
         own = [f"{f}={fields[FieldRef(key, f)]}" for f in sorted(spec.field_keys)]

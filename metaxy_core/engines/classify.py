@@ -33,6 +33,7 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
 def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:
     """Classification when nothing is stored yet: every expected sample is new."""
     return inputs.with_columns(
+        *(pl.lit(None, pl.String).alias(i) for i in plan.child_columns),
         *provenance(plan),
         pl.lit("new").alias(STATUS),
         pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),

@@ -18,13 +18,20 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.engines import classify
 from metaxy_core.filters import HashShard, SampleFilter
-from metaxy_core.hashing import register_duckdb_hash, sql_hash
+from metaxy_core.hashing import (
+    DUCKDB_FUNCTION,
+    NULL_SENTINEL,
+    SEPARATOR,
+    register_duckdb_hash,
+    sql_hash,
+)
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
+    UpstreamPlan,
     stored_column,
     stored_input,
 )
@@ -32,6 +39,7 @@ from metaxy_core.plan import (
 __all__ = ["DuckDBEngine", "quote", "sql_literal"]
 
 _view_ids = itertools.count()
+_MEMBER = "__metaxy_member"
 
 
 def quote(identifier: str) -> str:
@@ -54,16 +62,17 @@ class DuckDBEngine:
         self._con = connection
         self._table = table
         self._views: list[str] = []
-        register_duckdb_hash(connection)  # for hash-shard filters
+        register_duckdb_hash(connection)  # for hash-shard filters and group versions
 
     def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:
-        """Id and passthrough columns, expected provenance and change inputs of every sample."""
+        """Key and passthrough columns, expected provenance and change inputs of every expected
+        sample (of every parent, for an expansion)."""
         try:
             inputs = self._fetch(f"SELECT * FROM {self._inputs(plan, samples)}")
         finally:
             self._drop_views()
         return inputs.with_columns(classify.provenance(plan)).select(
-            *plan.id_columns, *plan.passthrough, *plan.carried
+            *plan.key, *plan.passthrough, *plan.carried
         )
 
     def resolve(
@@ -126,6 +135,35 @@ class DuckDBEngine:
         rel = self._con.sql(query)
         return self._view(nw.from_native(rel).filter(filter).to_native())
 
+    def _filter_expected(
+        self, inputs: str, filter: SampleFilter, plan: ResolvePlan, stored: str | None
+    ) -> str:
+        """Expected rows in the scope of ``filter``.
+
+        A predicate is about child rows, which an expansion's expected parents lack: a parent
+        is in scope when one of its stored children is, or, when it has no children yet (a new
+        parent), when the predicate holds with its child id columns null.
+        """
+        if not plan.child_columns or isinstance(filter, HashShard):
+            return self._filtered(f"SELECT * FROM {inputs}", filter, plan.key)
+        using = f"USING ({', '.join(map(quote, plan.key))})"
+        keys = ", ".join(map(quote, plan.key))
+        table = self._table(plan.feature)
+        types: dict[str, str] = {}
+        childless = inputs
+        if table is not None:
+            types = {r[0]: r[1] for r in self._con.sql(f"DESCRIBE {table}").fetchall()}
+            childless = f"(SELECT * FROM {inputs} ANTI JOIN (SELECT {keys} FROM {table}) {using})"
+        nulls = ", ".join(
+            f"NULL::{types.get(i, 'VARCHAR')} AS {quote(i)}" for i in plan.child_columns
+        )
+        kept = self._filtered(f"SELECT *, {nulls} FROM {childless}", filter, plan.key)
+        new = f"SELECT * EXCLUDE ({', '.join(map(quote, plan.child_columns))}) FROM {kept}"
+        if stored is None:
+            return f"({new})"
+        parents = f"SELECT * FROM {inputs} SEMI JOIN (SELECT {keys} FROM {stored}) {using}"
+        return f"({parents} UNION ALL BY NAME {new})"
+
     def _drop_views(self) -> None:
         while self._views:
             self._con.unregister(self._views.pop())
@@ -135,20 +173,50 @@ class DuckDBEngine:
             if samples is None:
                 raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
             return self._view(samples.collect().to_arrow())
-        parts = []
-        for up in plan.upstreams:
-            table = self._table(up.feature)
-            if table is None:
-                cols = ", ".join(f"NULL::VARCHAR AS {quote(a)}" for a in up.columns.values())
-                parts.append(f"(SELECT {cols} WHERE false)")
-            else:
-                cols = ", ".join(f"{quote(s)} AS {quote(a)}" for s, a in up.columns.items())
-                parts.append(f"(SELECT {cols} FROM {table})")
-        using = ", ".join(map(quote, plan.id_columns))
-        joined = parts[0]
-        for part in parts[1:]:
-            joined = f"{joined} JOIN {part} USING ({using})"
+        joined = self._upstream(plan.upstreams[0])
+        for up in plan.upstreams[1:]:
+            how = "LEFT JOIN" if up.optional else "JOIN"
+            joined = f"{joined} {how} {self._upstream(up)} USING ({', '.join(map(quote, up.on))})"
         return f"(SELECT * FROM {joined})"
+
+    def _upstream(self, up: UpstreamPlan) -> str:
+        """One upstream's current rows, filtered, grouped when aggregated, renamed."""
+        table = self._table(up.feature)
+        if table is None:
+            cols = ", ".join(f"NULL::VARCHAR AS {quote(a)}" for a in up.columns.values())
+            return f"(SELECT {cols} WHERE false)"
+        # The filter parsed as one Polars SQL expression when the dependency was declared, so
+        # it cannot close the parentheses around it.
+        where = f" WHERE ({up.filter})" if up.filter is not None else ""
+        if not up.aggregated:
+            cols = ", ".join(f"{quote(s)} AS {quote(a)}" for s, a in up.columns.items())
+            return f"(SELECT {cols} FROM {table}{where})"
+        return self._aggregate(f"(SELECT * FROM {table}{where})", up)
+
+    def _aggregate(self, rows: str, up: UpstreamPlan) -> str:
+        """Group ``rows`` by ``up.on``: group versions of version columns (see
+        :mod:`metaxy_core.plan`), lists of every other column, members ordered by their ids."""
+        sep = f"chr({ord(SEPARATOR)})"
+
+        def text(name: str) -> str:
+            return f"coalesce(CAST({name} AS VARCHAR), chr({ord(NULL_SENTINEL)}))"
+
+        member = f"concat_ws({sep}, {', '.join(text(quote(i)) for i in up.members)})"
+        order = f"ORDER BY {_MEMBER}"
+        cols = [quote(i) for i in up.on]
+        for source, alias in up.columns.items():
+            if source in up.on:
+                continue
+            if source in up.versions:
+                each = f"concat_ws({sep}, {_MEMBER}, {text(quote(source))})"
+                value = f"{DUCKDB_FUNCTION}(string_agg({each}, {sep} {order}))"
+            else:
+                value = f"list({quote(source)} {order})"
+            cols.append(f"{value} AS {quote(alias)}")
+        return (
+            f"(SELECT {', '.join(cols)} FROM (SELECT *, {member} AS {_MEMBER} FROM {rows}) "
+            f"GROUP BY {', '.join(map(quote, up.on))})"
+        )
 
     def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> str | None:
         table = self._table(plan.feature)
@@ -169,7 +237,7 @@ class DuckDBEngine:
         ]
         source = table
         if filter is not None:
-            source = self._filtered(f"SELECT * FROM {table}", filter, plan.id_columns)
+            source = self._filtered(f"SELECT * FROM {table}", filter, plan.key)
         return f"(SELECT {', '.join(renamed)} FROM {source})"
 
     def _candidates(
@@ -177,19 +245,20 @@ class DuckDBEngine:
     ) -> tuple[str, bool]:
         """SQL of the candidate rows, and whether anything is stored to compare with."""
         inputs = self._inputs(plan, samples)
+        stored = self._stored(plan, filter)
         if filter is not None:
-            inputs = self._filtered(f"SELECT * FROM {inputs}", filter, plan.id_columns)
+            inputs = self._filter_expected(inputs, filter, plan, stored)
         needed = dict.fromkeys(
             [
-                *plan.id_columns,
+                *plan.key,
                 *plan.passthrough,
                 *(i for f in plan.fields for i in f.inputs),
                 *plan.change_inputs,
             ]
         )
-        stored = self._stored(plan, filter)
         if stored is None:
             return f"SELECT {', '.join(map(quote, needed))} FROM {inputs}", False
+        needed.update(dict.fromkeys(plan.child_columns))  # from the stored side
         versions = ", ".join(map(sql_literal, plan.code_changed_in))
         candidate = " OR ".join(
             [
@@ -204,7 +273,7 @@ class DuckDBEngine:
         )
         stored_cols = [STORED_VERSION, *(stored_column(f.field) for f in plan.fields)]
         select = [*needed, *stored_cols, EXPECTED_MARK, STORED_MARK]
-        using = ", ".join(map(quote, plan.id_columns))
+        using = ", ".join(map(quote, plan.key))
         joined = (
             f"(SELECT *, true AS {EXPECTED_MARK} FROM {inputs}) "
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"

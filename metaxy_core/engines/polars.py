@@ -10,13 +10,14 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.engines import classify
 from metaxy_core.filters import HashShard, SampleFilter
-from metaxy_core.hashing import polars_hash_u64
+from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR, polars_hash, polars_hash_u64
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
+    UpstreamPlan,
     stored_column,
     stored_input,
 )
@@ -26,6 +27,34 @@ __all__ = ["PolarsEngine", "Scan", "apply_filter"]
 Scan = Callable[[str, Sequence[str] | None], pl.LazyFrame | None]
 """``scan(feature, columns)``: the current rows of a feature, with those of ``columns`` that it
 has (all columns when ``None``), or ``None`` when nothing was ever written for it."""
+
+_MEMBER = "__metaxy_member"
+
+
+def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
+    """Group ``rows`` by ``up.on``: group versions of version columns (see
+    :mod:`metaxy_core.plan`), lists of every other column, members ordered by their ids."""
+
+    def text(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String).fill_null(NULL_SENTINEL)
+
+    member = pl.concat_str([text(i) for i in up.members], separator=SEPARATOR)
+    order = pl.col(_MEMBER)
+    aggregations = [
+        pl.concat_str([order, text(s)], separator=SEPARATOR).sort_by(order).str.join(SEPARATOR)
+        if s in up.versions
+        else pl.col(s).sort_by(order)
+        for s in up.columns
+        if s not in up.on
+    ]
+    names = [a for s, a in up.columns.items() if s not in up.on]
+    versions = [up.columns[s] for s in up.versions]
+    return (
+        rows.with_columns(member.alias(_MEMBER))
+        .group_by(list(up.on))
+        .agg(e.alias(n) for e, n in zip(aggregations, names, strict=True))
+        .with_columns(polars_hash([pl.col(v)]).alias(v) for v in versions)
+    )
 
 
 def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
@@ -45,10 +74,11 @@ class PolarsEngine:
         self._scan = scan
 
     def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:
-        """Id and passthrough columns, expected provenance and change inputs of every sample."""
+        """Key and passthrough columns, expected provenance and change inputs of every expected
+        sample (of every parent, for an expansion)."""
         inputs = self._inputs(plan, samples)
         return inputs.with_columns(classify.provenance(plan)).select(
-            *plan.id_columns, *plan.passthrough, *plan.carried
+            *plan.key, *plan.passthrough, *plan.carried
         )
 
     def resolve(
@@ -76,18 +106,24 @@ class PolarsEngine:
             if samples is None:
                 raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
             return samples
-        frames = []
-        for up in plan.upstreams:
-            scanned = self._scan(up.feature, list(up.columns))
-            if scanned is None:
-                scanned = pl.LazyFrame(schema={col: pl.String for col in up.columns.values()})
-            else:
-                scanned = scanned.rename(dict(up.columns))
-            frames.append(scanned)
-        joined = frames[0]
-        for other in frames[1:]:
-            joined = joined.join(other, on=list(plan.id_columns), how="inner")
+        joined = self._upstream(plan.upstreams[0])
+        for up in plan.upstreams[1:]:
+            joined = joined.join(
+                self._upstream(up), on=list(up.on), how="left" if up.optional else "inner"
+            )
         return joined
+
+    def _upstream(self, up: UpstreamPlan) -> pl.LazyFrame:
+        """One upstream's current rows, filtered, grouped when aggregated, renamed."""
+        wanted = list(dict.fromkeys([*up.columns, *up.members, *up.filter_columns]))
+        scanned = self._scan(up.feature, wanted)
+        if scanned is None:
+            return pl.LazyFrame(schema={col: pl.String for col in up.columns.values()})
+        if up.filter is not None:
+            scanned = scanned.filter(pl.sql_expr(up.filter))
+        if up.aggregated:
+            return _aggregate(scanned, up)
+        return scanned.select(pl.col(s).alias(a) for s, a in up.columns.items())
 
     def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> pl.LazyFrame | None:
         renames = {c.FEATURE_VERSION: STORED_VERSION}
@@ -99,11 +135,38 @@ class PolarsEngine:
         if stored is None:
             return None
         if filter is not None:
-            stored = apply_filter(stored, filter, plan.id_columns)
+            stored = apply_filter(stored, filter, plan.key)
         present = stored.collect_schema().names()
         # Rows written before a column existed compare as null, i.e. as changed.
         missing = [pl.lit(None, pl.String).alias(n) for n in wanted if n not in present]
         return stored.with_columns(missing).select(wanted).rename(renames)
+
+    def _filter_expected(
+        self,
+        plan: ResolvePlan,
+        inputs: pl.LazyFrame,
+        filter: SampleFilter,
+        stored: pl.LazyFrame | None,
+    ) -> pl.LazyFrame:
+        """Expected rows in the scope of ``filter``.
+
+        A predicate is about child rows, which an expansion's expected parents lack: a parent
+        is in scope when one of its stored children is, or, when it has no children yet (a new
+        parent), when the predicate holds with its child id columns null.
+        """
+        if not plan.child_columns or isinstance(filter, HashShard):
+            return apply_filter(inputs, filter, plan.key)
+        key = list(plan.key)
+        children = self._scan(plan.feature, list(plan.id_columns))
+        schema = children.collect_schema() if children is not None else {}
+        nulls = [pl.lit(None, schema.get(i, pl.String)).alias(i) for i in plan.child_columns]
+        childless = inputs
+        if children is not None:
+            childless = inputs.join(children.select(key).unique(), on=key, how="anti")
+        new = apply_filter(childless.with_columns(nulls), filter, key).drop(plan.child_columns)
+        if stored is None:
+            return new
+        return pl.concat([inputs.join(stored.select(key).unique(), on=key, how="semi"), new])
 
     def _classified(
         self,
@@ -114,14 +177,14 @@ class PolarsEngine:
         with_reasons: bool,
     ) -> pl.LazyFrame:
         inputs = self._inputs(plan, samples)
-        if filter is not None:
-            inputs = apply_filter(inputs, filter, plan.id_columns)
         stored = self._stored(plan, filter)
+        if filter is not None:
+            inputs = self._filter_expected(plan, inputs, filter, stored)
         if stored is None:
             return classify.all_new(plan, inputs)
         joined = inputs.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
             stored.with_columns(pl.lit(True).alias(STORED_MARK)),
-            on=list(plan.id_columns),
+            on=list(plan.key),
             how="full",
             coalesce=True,
         )

@@ -168,7 +168,7 @@ class MetadataStore(ABC):
         with self._session() as session:
             current = self._scan(session, feature, history=False, columns=None)
             if current is not None and filter is not None:
-                current = apply_filter(current, filter, ids)
+                current = apply_filter(current, filter, self.graph.expected_key(feature))
             frames = []
             if current is not None:
                 current = current.select(*ids, c.DATA_VERSION)
@@ -206,7 +206,7 @@ class MetadataStore(ABC):
             if scanned is None:
                 return pl.DataFrame(schema={k: pl.String for k in self.graph[feature].id_columns})
             if filter is not None:
-                scanned = apply_filter(scanned, filter, self.graph[feature].id_columns)
+                scanned = apply_filter(scanned, filter, self.graph.expected_key(feature))
             if columns is not None:
                 scanned = scanned.select(columns)
             if history:
@@ -270,7 +270,9 @@ class MetadataStore(ABC):
             lazy_samples = frame.lazy()
             sample_columns = frame.columns
         upstream_columns = {
-            d.feature: self._user_columns(session, d.feature) or [] for d in spec.deps
+            d.feature: columns
+            for d in spec.deps
+            if (columns := self._user_columns(session, d.feature)) is not None
         }
         plan = build_plan(
             self.graph,
@@ -282,8 +284,8 @@ class MetadataStore(ABC):
         return plan, lazy_samples
 
     def _expected_for(self, session: Any, feature: str, ids: pl.DataFrame) -> pl.DataFrame:
+        """Expected provenance and change inputs of the samples (parents, for an expansion)
+        that ``ids`` (their key columns) name."""
         plan, _ = self._plan(session, feature, None)
         expected = to_polars(self._engine(session).expected(plan), f"expected rows of {feature!r}")
-        return expected.join(ids, on=list(plan.id_columns), how="semi").select(
-            *plan.id_columns, *plan.carried
-        )
+        return expected.join(ids, on=list(plan.key), how="semi").select(*plan.key, *plan.carried)

@@ -118,8 +118,10 @@ def prepare_rows(
     """Validate ``frame`` and add every system column except the write sequence.
 
     Args:
-        expected: for a non-root feature whose frame lacks provenance columns: given the id
-            columns of the frame, the expected provenance of each field from current upstream.
+        expected: for a non-root feature whose frame lacks provenance columns: given the
+            key columns of the frame (:meth:`FeatureGraph.expected_key`: the parent
+            ids of an expansion's children), the expected provenance of each field and the
+            change inputs from current upstream.
     """
     validate_ids(spec, frame)
     fields = sorted(spec.field_keys)
@@ -142,7 +144,7 @@ def prepare_rows(
     elif not set(prov_cols) <= set(frame.columns):
         assert expected is not None
         carried = set(prov_cols + input_cols) & set(frame.columns)
-        frame = _join_expected(spec, frame.drop(carried), expected)
+        frame = _join_expected(graph, spec, frame.drop(carried), expected)
     else:
         # Provenance from an increment without its change inputs: store nulls, so the next
         # resolve hashes these samples instead of trusting inputs it cannot check.
@@ -174,13 +176,17 @@ def prepare_rows(
 
 
 def _join_expected(
-    spec: FeatureSpec, frame: pl.DataFrame, expected: Callable[[pl.DataFrame], pl.DataFrame]
+    graph: FeatureGraph,
+    spec: FeatureSpec,
+    frame: pl.DataFrame,
+    expected: Callable[[pl.DataFrame], pl.DataFrame],
 ) -> pl.DataFrame:
-    ids = list(spec.id_columns)
-    provenance = expected(frame.select(ids))
-    joined = frame.join(provenance, on=ids, how="left", coalesce=True)
+    # Children of an expansion take their parent's expected provenance, joined on its ids.
+    key = list(graph.expected_key(spec.key))
+    provenance = expected(frame.select(key))
+    joined = frame.join(provenance, on=key, how="left", coalesce=True)
     first = c.provenance_column(spec.field_keys[0])
-    unknown = joined.filter(pl.col(first).is_null()).select(ids)
+    unknown = joined.filter(pl.col(first).is_null()).select(spec.id_columns)
     if unknown.height:
         raise UnknownSampleError(
             f"cannot write {spec.key!r}: {unknown.height} sample(s) are not produced by its "
