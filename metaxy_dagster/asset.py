@@ -134,10 +134,14 @@ def _materialize(
         else:
             increment = store.resolve_update(spec.key, filter=scope)
             todo = increment.to_compute()
-            rows = _run(context, spec, fn, todo) if todo.height else todo.head(0).select(ids)
+            key = store.graph.expected_key(spec.key)
+            rows = _run(context, spec, fn, todo, key) if todo.height else todo.head(0).select(ids)
         prepared = store.prepare_write(spec.key, rows, run_id=context.run.run_id)
+        deleting = increment.orphaned
+        if not spec.is_root:
+            deleting = pl.concat([deleting, _replaced(increment.stale, rows, key, ids)])
         data_version = store.data_version(
-            spec.key, filter=scope, pending=prepared, deleting=increment.orphaned
+            spec.key, filter=scope, pending=prepared, deleting=deleting
         )
     counts = increment.counts
     changed = _changed_field_counts(increment.stale)
@@ -156,29 +160,57 @@ def _materialize(
     if context.has_partition_key:
         metadata["metaxy/partition"] = context.partition_key
     return dg.Output(
-        MetaxyWrite(spec.key, prepared, increment.orphaned),
+        MetaxyWrite(spec.key, prepared, deleting),
         data_version=dg.DataVersion(data_version),
         metadata=metadata,
     )
 
 
 def _run(
-    context: dg.AssetExecutionContext, spec: FeatureSpec, fn: Compute, todo: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    spec: FeatureSpec,
+    fn: Compute,
+    todo: pl.DataFrame,
+    key: Sequence[str],
 ) -> pl.DataFrame:
-    """Call the user's function on the increment; attach the increment's provenance."""
+    """Call the user's function on the increment; attach the increment's provenance and change
+    inputs, joined on ``key``: the id columns, or the parent ids for an expansion, whose
+    function returns the children of the parents it was given."""
     ids = list(spec.id_columns)
     result = to_polars(fn(context, todo), f"frame returned by {spec.key!r}")
     validate_ids(spec, result)
-    provenance = [columns.provenance_column(f) for f in spec.field_keys]
-    unknown = result.join(todo, on=ids, how="anti").select(ids)
+    carried = [
+        n
+        for n in todo.columns
+        if n.startswith((columns.PROVENANCE + "__", columns.UPSTREAM_DATA_VERSION + "__"))
+    ]
+    # Every row of one parent carries the same expected columns (they come from the parent).
+    expected = todo.select(*key, *carried).unique(subset=list(key), keep="first")
+    unknown = result.join(expected, on=list(key), how="anti").select(ids)
     if unknown.height:
         example = unknown.head(3).rows(named=True)
         raise errors.UnknownSampleError(
             f"asset {spec.key!r} returned {unknown.height} sample(s) that are not in its "
-            f"increment, e.g. {example}. Return only samples of the increment it was given."
+            f"increment, e.g. {example}. Return only samples of the increment it was given"
+            + (" (children of its parents)." if len(key) < len(ids) else ".")
         )
-    result = result.drop([p for p in provenance if p in result.columns])
-    return result.join(todo.select(*ids, *provenance), on=ids, how="left")
+    result = result.drop([p for p in carried if p in result.columns])
+    return result.join(expected, on=list(key), how="left")
+
+
+def _replaced(
+    stale: pl.DataFrame, rows: pl.DataFrame, key: Sequence[str], ids: Sequence[str]
+) -> pl.DataFrame:
+    """Stale children of an expansion that their recomputed parent no longer yields.
+
+    A parent with at least one returned child was recomputed: its stale children that were
+    not returned are gone (e.g. a re-chunked video with fewer chunks), so they are deleted. For
+    other features (``key`` is all ids) this is empty.
+    """
+    if len(key) == len(ids) or stale.is_empty():
+        return stale.head(0).select(ids)
+    recomputed = stale.select(ids).join(rows.select(key).unique(), on=list(key), how="semi")
+    return recomputed.join(rows.select(ids), on=list(ids), how="anti")
 
 
 def _changed_field_counts(stale: pl.DataFrame) -> dict[str, int]:
