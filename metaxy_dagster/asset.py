@@ -125,21 +125,21 @@ def _materialize(
     store = resource.get_store()
     ids = list(spec.id_columns)
     scope = partitions.filter(context.partition_key) if partitions is not None else None
-    with store:
-        if spec.is_root:
-            samples = to_polars(fn(context), f"samples returned by {spec.key!r}")
-            increment = store.resolve_update(spec.key, samples=samples, filter=scope)
-            todo = increment.to_compute().select(ids)
-            rows = samples.join(todo, on=ids, how="semi")
-        else:
-            increment = store.resolve_update(spec.key, filter=scope)
-            todo = increment.to_compute()
-            key = store.graph.expected_key(spec.key)
-            rows = _run(context, spec, fn, todo, key) if todo.height else todo.head(0).select(ids)
-        prepared = store.prepare_write(spec.key, rows, run_id=context.run.run_id)
+    # The store file is held only while reading or preparing, never while the user's function
+    # computes (possibly for hours): other steps, sensors and checks use it meanwhile.
+    if spec.is_root:
+        samples = to_polars(fn(context), f"samples returned by {spec.key!r}")
+        increment = store.resolve_update(spec.key, samples=samples, filter=scope)
+        rows = samples.join(increment.to_compute().select(ids), on=ids, how="semi")
         deleting = increment.orphaned
-        if not spec.is_root:
-            deleting = pl.concat([deleting, _replaced(increment.stale, rows, key, ids)])
+    else:
+        increment = store.resolve_update(spec.key, filter=scope)
+        todo = increment.to_compute()
+        key = store.graph.expected_key(spec.key)
+        rows = _run(context, spec, fn, todo, key) if todo.height else todo.head(0).select(ids)
+        deleting = pl.concat([increment.orphaned, _replaced(increment.stale, rows, key, ids)])
+    with store:
+        prepared = store.prepare_write(spec.key, rows, run_id=context.run.run_id)
         data_version = store.data_version(
             spec.key, filter=scope, pending=prepared, deleting=deleting
         )

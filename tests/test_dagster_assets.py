@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +229,27 @@ def test_plain_downstream_asset_loads_latest_rows(tmp_path: Path) -> None:
     result = p.materialize([*p.assets(), report])
     assert result.success
     assert seen == [N]
+
+
+def test_store_is_free_while_the_function_computes(tmp_path: Path) -> None:
+    """Another process (a parallel step, the sensor) can use the store during a long compute."""
+    p = Pipeline(tmp_path)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[2]);"
+        "from metaxy_core import DuckDBMetadataStore; from tests.reference import reference_graph;"
+        "print(DuckDBMetadataStore(reference_graph(), sys.argv[1], lock_timeout=2).last_write_seq())"
+    )
+    seen: list[str] = []
+
+    def during_compute(frame: pl.DataFrame) -> pl.DataFrame:
+        root = str(Path(__file__).resolve().parent.parent)
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(p.path), root],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        seen.append(out.stdout.strip())
+        return frame
+
+    assert p.materialize(p.assets(bad={"video/crop": during_compute})).success
+    # The probe opened the store while crop computed, and saw the writes that came before.
+    assert len(seen) == 1 and int(seen[0]) >= 1
