@@ -237,7 +237,8 @@ def test_store_is_free_while_the_function_computes(tmp_path: Path) -> None:
     probe = (
         "import sys; sys.path.insert(0, sys.argv[2]);"
         "from metaxy_core import DuckDBMetadataStore; from tests.reference import reference_graph;"
-        "print(DuckDBMetadataStore(reference_graph(), sys.argv[1], lock_timeout=2).last_write_seq())"
+        "store = DuckDBMetadataStore(reference_graph(), sys.argv[1], lock_timeout=2);"
+        "print(store.last_write_seq())"
     )
     seen: list[str] = []
 
