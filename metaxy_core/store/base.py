@@ -8,7 +8,7 @@ system columns and increments are computed here and in the engines, once for all
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from metaxy_core import columns as c
-from metaxy_core.definitions import FieldRef
+from metaxy_core.definitions import FeatureSpec, FieldRef
 from metaxy_core.engines.polars import apply_filter
 from metaxy_core.errors import FeatureNotFoundError
 from metaxy_core.filters import SampleFilter
@@ -24,9 +24,18 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
-from metaxy_core.store.rows import prepare_rows, to_polars, tombstones, validate_samples
+from metaxy_core.store.rows import (
+    prepare_rows,
+    to_polars,
+    tombstones,
+    validate_samples,
+    validate_write,
+)
 
-__all__ = ["Engine", "MetadataStore", "WriteResult"]
+__all__ = ["WRITE_CHUNK_ROWS", "Engine", "MetadataStore", "WriteResult"]
+
+WRITE_CHUNK_ROWS = 1_000_000
+"""Rows prepared and appended at a time within one write's transaction."""
 
 
 class Engine(Protocol):
@@ -101,9 +110,14 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def _append(
-        self, session: Any, feature: str, rows: pl.DataFrame, recipes: Mapping[str, str]
+        self,
+        session: Any,
+        feature: str,
+        chunks: Iterable[pl.DataFrame],
+        recipes: Mapping[str, str],
     ) -> int:
-        """Append rows (with system columns) atomically; returns the write sequence."""
+        """Append the chunks' rows (with system columns) in one transaction: all or nothing,
+        even when preparing a later chunk raises. Returns the write sequence."""
 
     @abstractmethod
     def _scan(
@@ -131,10 +145,26 @@ class MetadataStore(ABC):
         increment gives them) or, when absent, from the current upstream rows; a
         ``metaxy_data_version__<field>`` column overrides a field's data version.
         """
+        spec = self._spec(feature)
+        data = to_polars(frame, f"write of {feature!r}")
+        validate_write(spec, data)
         with self, self._session() as session:  # one connection for preparing and appending
-            rows = self.prepare_write(feature, frame, run_id=run_id)
-            seq = self._append(session, feature, rows, self._current_recipes(feature))
-        return WriteResult(feature, rows.height, seq)
+            expected = self._expected_lookup(session, spec, data)
+            # Prepared and appended chunk by chunk, in one transaction: memory stays bounded
+            # by a chunk, whatever the size of the write.
+            chunks = (
+                prepare_rows(
+                    self.graph,
+                    spec,
+                    data.slice(start, WRITE_CHUNK_ROWS),
+                    run_id=run_id,
+                    expected=expected,
+                    validate=False,
+                )
+                for start in range(0, max(data.height, 1), WRITE_CHUNK_ROWS)
+            )
+            seq = self._append(session, feature, chunks, self._current_recipes(feature))
+        return WriteResult(feature, data.height, seq)
 
     def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:
         """The rows :meth:`write` would append, with every system column; nothing is written.
@@ -144,9 +174,7 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         data = to_polars(frame, f"write of {feature!r}")
         with self._session() as session:
-            expected = None
-            if not spec.is_root:
-                expected = lambda ids: self._expected_for(session, feature, ids)  # noqa: E731
+            expected = self._expected_lookup(session, spec, data)
             return prepare_rows(self.graph, spec, data, run_id=run_id, expected=expected)
 
     def data_version(
@@ -188,7 +216,7 @@ class MetadataStore(ABC):
         data = to_polars(ids, f"delete from {feature!r}").select(spec.id_columns)
         rows = tombstones(self.graph, spec, data, run_id)
         with self._session() as session:
-            seq = self._append(session, feature, rows, self._current_recipes(feature))
+            seq = self._append(session, feature, [rows], self._current_recipes(feature))
         return WriteResult(feature, rows.height, seq)
 
     def read(
@@ -282,6 +310,18 @@ class MetadataStore(ABC):
             recipes_by_version=self._recipes_by_version(session, feature),
         )
         return plan, lazy_samples
+
+    def _expected_lookup(
+        self, session: Any, spec: FeatureSpec, data: pl.DataFrame
+    ) -> Callable[[pl.DataFrame], pl.DataFrame] | None:
+        """For a non-root write without provenance: the expected rows of its samples, computed
+        once for the whole frame and looked up by the key columns of each chunk."""
+        provenance = {c.provenance_column(f) for f in spec.field_keys}
+        if spec.is_root or provenance <= set(data.columns):
+            return None
+        key = list(self.graph.expected_key(spec.key))
+        everything = self._expected_for(session, spec.key, data.select(key).unique())
+        return lambda ids: everything.join(ids.unique(), on=key, how="semi")
 
     def _expected_for(self, session: Any, feature: str, ids: pl.DataFrame) -> pl.DataFrame:
         """Expected provenance and change inputs of the samples (parents, for an expansion)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +34,6 @@ from metaxy_core.store.base import Engine, MetadataStore
 __all__ = ["DuckDBMetadataStore"]
 
 FORMAT_VERSION = "1"
-_CHUNK_ROWS = 1_000_000
-_BATCH = "__metaxy_batch"
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> Any:
@@ -237,43 +235,42 @@ class DuckDBMetadataStore(MetadataStore):
         self,
         session: duckdb.DuckDBPyConnection,
         feature: str,
-        rows: pl.DataFrame,
+        chunks: Iterable[pl.DataFrame],
         recipes: Mapping[str, str],
     ) -> int:
         con = session
         current, history = quote(feature), quote(f"{feature}:history")
-        ids = self.graph[feature].id_columns
-        deleted = rows.height > 0 and bool(rows.get_column(c.DELETED).all())
+        match = " AND ".join(f"t.{quote(i)} = b.{quote(i)}" for i in self.graph[feature].id_columns)
         con.execute("BEGIN")
         try:
             seq = int(_scalar(con, "SELECT coalesce(max(write_seq), 0) + 1 FROM metaxy_writes"))
             exists = self._table(con, feature) is not None
-            for start in range(0, max(rows.height, 1), _CHUNK_ROWS):
-                chunk = rows.slice(start, _CHUNK_ROWS).with_columns(
+            rows, deleted, run_id = 0, False, None
+            for index, chunk in enumerate(chunks):
+                # Read by DuckDB's replacement scan of this local variable: unlike register(),
+                # it keeps no reference until COMMIT, so a large write holds one chunk at a time.
+                metaxy_batch = chunk.with_columns(
                     pl.lit(seq, dtype=pl.Int64).alias(c.WRITE_SEQ)
-                )
-                con.register(_BATCH, chunk.to_arrow())
-                if not exists:
-                    con.execute(f"CREATE TABLE {history} AS SELECT * FROM {_BATCH} LIMIT 0")
-                    con.execute(f"CREATE TABLE {current} AS SELECT * FROM {_BATCH} LIMIT 0")
-                    exists = True
-                elif start == 0:
-                    self._evolve_schema(con, feature)
-                match = " AND ".join(f"t.{quote(i)} = b.{quote(i)}" for i in ids)
-                con.execute(f"DELETE FROM {current} t USING {_BATCH} b WHERE {match}")
-                con.execute(f"INSERT INTO {history} BY NAME SELECT * FROM {_BATCH}")
+                ).to_arrow()
+                if index == 0:
+                    deleted = chunk.height > 0 and bool(chunk.get_column(c.DELETED).all())
+                    run_id = chunk.get_column(c.RUN_ID)[0] if chunk.height else None
+                    if not exists:
+                        for table in (history, current):
+                            con.execute(
+                                f"CREATE TABLE {table} AS SELECT * FROM metaxy_batch LIMIT 0"
+                            )
+                    else:
+                        self._evolve_schema(con, feature, metaxy_batch)
+                con.execute(f"DELETE FROM {current} t USING metaxy_batch b WHERE {match}")
+                con.execute(f"INSERT INTO {history} BY NAME SELECT * FROM metaxy_batch")
                 if not deleted:
-                    con.execute(f"INSERT INTO {current} BY NAME SELECT * FROM {_BATCH}")
-                con.unregister(_BATCH)
+                    con.execute(f"INSERT INTO {current} BY NAME SELECT * FROM metaxy_batch")
+                rows += chunk.height
+                del metaxy_batch
             con.execute(
                 "INSERT INTO metaxy_writes VALUES (?, ?, ?, ?, ?, now())",
-                [
-                    seq,
-                    feature,
-                    rows.height,
-                    deleted,
-                    rows.get_column(c.RUN_ID)[0] if rows.height else None,
-                ],
+                [seq, feature, rows, deleted, run_id],
             )
             version = self.graph.versions.features[feature]
             known = _scalar(
@@ -293,10 +290,12 @@ class DuckDBMetadataStore(MetadataStore):
             raise
         return seq
 
-    def _evolve_schema(self, con: duckdb.DuckDBPyConnection, feature: str) -> None:
+    def _evolve_schema(
+        self, con: duckdb.DuckDBPyConnection, feature: str, metaxy_batch: object
+    ) -> None:
         """Check column types against the stored table; add columns the table lacks."""
         stored = {r[0]: r[1] for r in con.sql(f"DESCRIBE {quote(feature + ':history')}").fetchall()}
-        for name, dtype, *_ in con.sql(f"DESCRIBE {_BATCH}").fetchall():
+        for name, dtype, *_ in con.sql("DESCRIBE SELECT * FROM metaxy_batch").fetchall():
             if name not in stored:
                 for table in (feature, f"{feature}:history"):
                     con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {dtype}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import polars as pl
@@ -66,9 +66,14 @@ class InMemoryMetadataStore(MetadataStore):
         return self._seq if feature is None else self._seq_by_feature.get(feature, 0)
 
     def _append(
-        self, session: None, feature: str, rows: pl.DataFrame, recipes: Mapping[str, str]
+        self,
+        session: None,
+        feature: str,
+        chunks: Iterable[pl.DataFrame],
+        recipes: Mapping[str, str],
     ) -> int:
         seq = self._seq + 1
+        rows = pl.concat(list(chunks), how="diagonal_relaxed")
         rows = rows.with_columns(pl.lit(seq, dtype=pl.Int64).alias(c.WRITE_SEQ))
         history = self._history.get(feature)
         if history is not None:

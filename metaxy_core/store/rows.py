@@ -25,7 +25,14 @@ from metaxy_core.errors import (
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import polars_hash
 
-__all__ = ["prepare_rows", "to_polars", "tombstones", "validate_ids", "validate_samples"]
+__all__ = [
+    "prepare_rows",
+    "to_polars",
+    "tombstones",
+    "validate_ids",
+    "validate_samples",
+    "validate_write",
+]
 
 # Columns a user's frame may carry into a write; every other ``metaxy_*`` column is dropped.
 _EXAMPLES = 3
@@ -65,6 +72,8 @@ def validate_ids(spec: FeatureSpec, frame: pl.DataFrame) -> None:
                 f"feature {spec.key!r}: id column {name!r} has {nulls} null value(s). "
                 "Every sample needs a non-null id: drop or fill those rows."
             )
+    if frame.select(ids).n_unique() == frame.height:  # the common case, without a row mask
+        return
     dupes = frame.filter(pl.struct(ids).is_duplicated())
     if dupes.height:
         raise DuplicateIdError(
@@ -107,6 +116,25 @@ def validate_samples(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     _check_data_versions(spec, frame)
 
 
+def _allowed(spec: FeatureSpec) -> set[str]:
+    """The system columns a user's frame may carry into a write."""
+    fields = spec.field_keys
+    return {
+        *(c.provenance_column(f) for f in fields),
+        *(c.data_version_column(f) for f in fields),
+        *(c.upstream_data_version_column(d.feature) for d in spec.deps),
+    }
+
+
+def validate_write(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """Every check of a frame to write, over the whole frame: ids, types, data versions."""
+    validate_ids(spec, frame)
+    for name in set(frame.columns) & _allowed(spec):
+        _check_string(spec, frame, name)
+    if spec.is_root:
+        _check_data_versions(spec, frame)
+
+
 def prepare_rows(
     graph: FeatureGraph,
     spec: FeatureSpec,
@@ -114,8 +142,10 @@ def prepare_rows(
     *,
     run_id: str | None,
     expected: Callable[[pl.DataFrame], pl.DataFrame] | None,
+    validate: bool = True,
 ) -> pl.DataFrame:
-    """Validate ``frame`` and add every system column except the write sequence.
+    """Validate ``frame`` (unless the caller did, with :func:`validate_write`) and add every
+    system column except the write sequence.
 
     Args:
         expected: for a non-root feature whose frame lacks provenance columns: given the
@@ -123,19 +153,17 @@ def prepare_rows(
             ids of an expansion's children), the expected provenance of each field and the
             change inputs from current upstream.
     """
-    validate_ids(spec, frame)
+    if validate:
+        validate_write(spec, frame)
     fields = sorted(spec.field_keys)
     prov_cols = [c.provenance_column(f) for f in fields]
     dv_cols = [c.data_version_column(f) for f in fields]
     input_cols = [c.upstream_data_version_column(d.feature) for d in spec.deps]
-    allowed = {*prov_cols, *dv_cols, *input_cols}
+    allowed = _allowed(spec)
     frame = frame.select([n for n in frame.columns if not n.startswith(c.PREFIX) or n in allowed])
-    for name in set(frame.columns) & allowed:
-        _check_string(spec, frame, name)
 
     versions = graph.versions
     if spec.is_root:
-        _check_data_versions(spec, frame)
         provenance = [
             polars_hash([pl.lit(versions.recipes[FieldRef(spec.key, f)]), pl.col(dv)]).alias(p)
             for f, dv, p in zip(fields, dv_cols, prov_cols, strict=True)
