@@ -84,7 +84,11 @@ def split(plan: ResolvePlan, classified: pl.LazyFrame) -> Increment:
     """Collect once and split into new, stale and orphaned frames."""
     out = [*plan.id_columns, *plan.passthrough, *plan.carried]
     frame = classified.select(STATUS, *out, *_REASONS).collect()
-    parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
+    statuses = frame.get_column(STATUS).unique()
+    if statuses.len() == 1:  # e.g. all new: no need to copy the rows into parts
+        parts = {statuses[0]: frame}
+    else:
+        parts = {k[0]: v for k, v in frame.partition_by(STATUS, as_dict=True).items()}
     empty = frame.clear()
     return Increment(
         feature=plan.feature,

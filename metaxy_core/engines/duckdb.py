@@ -62,7 +62,7 @@ class DuckDBEngine:
         self._con = connection
         self._table = table
         self._views: list[str] = []
-        register_duckdb_hash(connection)  # for hash-shard filters and group versions
+        self._hash_registered = False
 
     def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:
         """Key and passthrough columns, expected provenance and change inputs of every expected
@@ -130,6 +130,7 @@ class DuckDBEngine:
     def _filtered(self, query: str, filter: SampleFilter, ids: Sequence[str]) -> str:
         """A view of ``query`` limited by ``filter``."""
         if isinstance(filter, HashShard):
+            self._register_hash()
             shard = sql_hash([quote(i) for i in ids], as_u64=True)
             return f"(SELECT * FROM ({query}) WHERE {shard} % {filter.count} = {filter.index})"
         rel = self._con.sql(query)
@@ -164,6 +165,12 @@ class DuckDBEngine:
         parents = f"SELECT * FROM {inputs} SEMI JOIN (SELECT {keys} FROM {stored}) {using}"
         return f"({parents} UNION ALL BY NAME {new})"
 
+    def _register_hash(self) -> None:
+        """Register the SQL hash function, needed only by hash shards and group versions."""
+        if not self._hash_registered:
+            register_duckdb_hash(self._con)
+            self._hash_registered = True
+
     def _drop_views(self) -> None:
         while self._views:
             self._con.unregister(self._views.pop())
@@ -196,6 +203,7 @@ class DuckDBEngine:
     def _aggregate(self, rows: str, up: UpstreamPlan) -> str:
         """Group ``rows`` by ``up.on``: group versions of version columns (see
         :mod:`metaxy_core.plan`), lists of every other column, members ordered by their ids."""
+        self._register_hash()
         sep = f"chr({ord(SEPARATOR)})"
 
         def text(name: str) -> str:
