@@ -15,7 +15,7 @@ from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import EXPECTED_MARK, STATUS, STORED_MARK, STORED_VERSION, ResolvePlan
 from metaxy_core.plan import stored_column as stored
 
-__all__ = ["all_new", "classify", "count", "provenance", "split"]
+__all__ = ["all_new", "classify", "count", "new_only", "provenance", "split"]
 
 _REASONS = [c.CHANGED_FIELDS, c.STALE_REASON]
 
@@ -38,6 +38,26 @@ def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:
         pl.lit("new").alias(STATUS),
         pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),
         pl.lit(None, pl.String).alias(c.STALE_REASON),
+    )
+
+
+def new_only(plan: ResolvePlan, inputs: pl.LazyFrame) -> Increment:
+    """The increment when nothing is stored yet: every expected sample is new, nothing else.
+
+    The same rows as ``split(plan, all_new(plan, inputs))`` without building and splitting
+    status columns over every sample.
+    """
+    out = [*plan.id_columns, *plan.passthrough, *plan.carried]
+    new = all_new(plan, inputs).select(out).collect()
+    stale = new.clear().with_columns(
+        pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),
+        pl.lit(None, pl.String).alias(c.STALE_REASON),
+    )
+    return Increment(
+        feature=plan.feature,
+        new=new,
+        stale=stale,
+        orphaned=new.clear().select(plan.id_columns),
     )
 
 

@@ -88,7 +88,7 @@ class DuckDBEngine:
         finally:
             self._drop_views()
         if not stored:
-            return classify.split(plan, classify.all_new(plan, candidates))
+            return classify.new_only(plan, candidates)
         return classify.split(plan, classify.classify(plan, candidates, with_reasons=True))
 
     def count(
