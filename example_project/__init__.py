@@ -5,5 +5,7 @@
 - :mod:`example_project.compute`: the per-clip CPU steps;
 - :mod:`example_project.assets`: those steps as metaxy assets;
 - :mod:`example_project.definitions`: the Dagster code location (``dagster dev -m ...``);
-- :mod:`example_project.demo`: ``make demo``.
+- :mod:`example_project.demo`: ``make demo``;
+- :mod:`example_project.devserver`: start the demo server and drive it over GraphQL (used by
+  the end-to-end test and ``scripts/screenshots.py``).
 """
