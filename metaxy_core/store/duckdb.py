@@ -13,6 +13,7 @@ holds the lock, so several processes can share one file.
 
 from __future__ import annotations
 
+import fcntl
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -120,8 +121,8 @@ class DuckDBMetadataStore(MetadataStore):
         delay = 0.005
         while True:
             try:
-                con = duckdb.connect(self.path)
-                break
+                with self._opening():
+                    return self._connect()
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise
@@ -131,8 +132,29 @@ class DuckDBMetadataStore(MetadataStore):
                         f"{self.lock_timeout:.0f} s: {exc}. Stop the other writer or raise "
                         "lock_timeout."
                     ) from exc
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+    @contextmanager
+    def _opening(self) -> Iterator[None]:
+        """Serialize opening the file among processes.
+
+        The first process to open a new store creates the file and its tables; without this,
+        another process could open the half-written file ("not a valid DuckDB database file").
+        The lock is held only while opening, never for the session.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        with open(f"{self.path}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(self.path)
         try:
             # Arrow string views convert to Polars (which stores strings as views) at half the
             # cost of plain Arrow strings: most of a resolve's time is moving rows out of DuckDB.
