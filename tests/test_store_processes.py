@@ -50,8 +50,9 @@ def _spawn(tmp_path: Path, proc: int, batches: int, rows: int, db: Path) -> subp
 def test_four_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
     db = tmp_path / "store.duckdb"
     procs = [_spawn(tmp_path, p, 25, 10, db) for p in range(4)]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
+    # Wait for every writer before asserting, so a failure leaves no process or pipe behind.
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert out.splitlines()[-1] == "done"
     store = DuckDBMetadataStore(reference_graph(), db)
