@@ -19,7 +19,7 @@ from metaxy_core import columns as c
 from metaxy_core.definitions import FeatureSpec, FieldRef
 from metaxy_core.engines.polars import apply_filter
 from metaxy_core.errors import FeatureNotFoundError
-from metaxy_core.filters import SampleFilter
+from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts
 from metaxy_core.increment import Increment, IncrementCounts
@@ -70,6 +70,16 @@ class WriteResult:
     feature: str
     rows: int
     write_seq: int
+
+
+def _scan_columns(wanted: list[str] | None, filter: SampleFilter | None) -> list[str] | None:
+    """Columns to scan: ``wanted`` (``None``: all), or all when a predicate may name any column.
+
+    A hash shard reads only id columns, which ``wanted`` always holds.
+    """
+    if wanted is None or (filter is not None and not isinstance(filter, HashShard)):
+        return None
+    return list(dict.fromkeys(wanted))
 
 
 def _multiset_version(versions: pl.Series) -> str:
@@ -194,7 +204,10 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         ids = list(spec.id_columns)
         with self._session() as session:
-            current = self._scan(session, feature, history=False, columns=None)
+            wanted = [*ids, c.DATA_VERSION]
+            current = self._scan(
+                session, feature, history=False, columns=_scan_columns(wanted, filter)
+            )
             if current is not None and filter is not None:
                 current = apply_filter(current, filter, self.graph.expected_key(feature))
             frames = []
@@ -229,8 +242,17 @@ class MetadataStore(ABC):
     ) -> pl.DataFrame:
         """The current rows of ``feature`` (every row ever written with ``history``)."""
         self._spec(feature)
+        wanted = None
+        if columns is not None:
+            wanted = [
+                *self.graph[feature].id_columns,
+                *columns,
+                *([c.WRITE_SEQ] if history else []),
+            ]
         with self._session() as session:
-            scanned = self._scan(session, feature, history=history, columns=None)
+            scanned = self._scan(
+                session, feature, history=history, columns=_scan_columns(wanted, filter)
+            )
             if scanned is None:
                 return pl.DataFrame(schema={k: pl.String for k in self.graph[feature].id_columns})
             if filter is not None:
