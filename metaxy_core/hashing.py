@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
 import polars as pl
@@ -37,9 +37,11 @@ __all__ = [
     "canonical",
     "hash_parts",
     "hash_string",
+    "polars_canonical",
     "polars_hash",
     "polars_hash_u64",
     "register_duckdb_hash",
+    "sql_canonical",
     "sql_hash",
 ]
 
@@ -50,11 +52,9 @@ HASH_ALGORITHM: Final = "xxhash64-seed42-hex16"
 DUCKDB_FUNCTION: Final = "metaxy_xxh64"
 DUCKDB_U64: Final = "metaxy_xxh64_u64"
 
-# Two ASCII hex digits per byte value, packed little-endian so that viewing a uint16 array
-# as bytes yields the digits in reading order.
-_HEX_PAIRS = np.array(
-    [ord(f"{b:02x}"[0]) | (ord(f"{b:02x}"[1]) << 8) for b in range(256)], dtype="<u2"
-)
+# The four ASCII hex digits of every 16-bit value, packed little-endian so that viewing a
+# uint32 array as bytes yields the digits in reading order.
+_HEX_QUADS = np.frombuffer("".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4")
 
 
 def canonical(parts: Sequence[str | None]) -> str:
@@ -79,8 +79,9 @@ def hash_parts(parts: Sequence[str | None]) -> str:
 def _u64_to_hex(values: np.ndarray) -> pa.Array:
     """Render unsigned 64-bit integers as 16-character lowercase hex strings, vectorized."""
     n = len(values)
-    big_endian = values.astype(">u8", copy=False).view(np.uint8)
-    digits = _HEX_PAIRS[big_endian].view(np.uint8)
+    # The four 16-bit words of each little-endian value, most significant first.
+    words = values.astype("<u8", copy=False).view("<u2").reshape(n, 4)[:, ::-1]
+    digits = _HEX_QUADS[words].view(np.uint8)
     if n * 16 < 2**31:
         offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
@@ -92,10 +93,18 @@ def _hex_series(hashes: pl.Series) -> pl.Series:
     return pl.Series(hashes.name, _u64_to_hex(hashes.to_numpy()), dtype=pl.String)
 
 
+def polars_canonical(parts: Sequence[pl.Expr]) -> pl.Expr:
+    """A Polars expression of the canonical string of ``parts``; never null."""
+    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
+    if len(filled) == 1:  # one part is its own canonical string: no copy
+        return filled[0]
+    return plh.concat_str(*filled, separator=SEPARATOR)
+
+
 def polars_hash_u64(parts: Sequence[pl.Expr]) -> pl.Expr:
     """Like :func:`polars_hash`, as the unsigned 64-bit integer before hex rendering."""
-    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
-    return plh.concat_str(*filled, separator=SEPARATOR).nchash.xxhash64(seed=SEED)
+    canonical = cast("plh.HExpr", polars_canonical(parts))  # the plugin's namespace, typed
+    return canonical.nchash.xxhash64(seed=SEED)
 
 
 def polars_hash(parts: Sequence[pl.Expr]) -> pl.Expr:
@@ -138,8 +147,13 @@ def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
             )
 
 
+def sql_canonical(parts: Sequence[str]) -> str:
+    """SQL of the canonical string of ``parts`` (SQL expressions); never null."""
+    filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
+    return f"concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)})"
+
+
 def sql_hash(parts: Sequence[str], *, as_u64: bool = False) -> str:
     """SQL hashing the canonical string of ``parts`` (SQL string expressions)."""
-    filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
     function = DUCKDB_U64 if as_u64 else DUCKDB_FUNCTION
-    return f"{function}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"
+    return f"{function}({sql_canonical(parts)})"

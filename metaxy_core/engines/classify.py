@@ -10,24 +10,40 @@ from __future__ import annotations
 import polars as pl
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_hash
+from metaxy_core.hashing import polars_canonical, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import EXPECTED_MARK, STATUS, STORED_MARK, STORED_VERSION, ResolvePlan
 from metaxy_core.plan import stored_column as stored
 
-__all__ = ["all_new", "classify", "count", "new_only", "provenance", "split"]
+__all__ = ["all_new", "classify", "count", "join_inputs", "new_only", "provenance", "split"]
 
 _REASONS = [c.CHANGED_FIELDS, c.STALE_REASON]
 
 
-def provenance(plan: ResolvePlan) -> list[pl.Expr]:
-    """The expected provenance of every field, from its recipe and input columns."""
+def join_inputs(plan: ResolvePlan) -> list[pl.Expr]:
+    """The joined input lists (:attr:`ResolvePlan.input_groups`) as Polars expressions; the
+    DuckDB engine builds the same strings in SQL."""
     return [
-        polars_hash([pl.lit(f.recipe), *(pl.col(i) for i in f.inputs)]).alias(
-            c.provenance_column(f.field)
-        )
-        for f in plan.fields
+        polars_canonical(
+            [*([pl.lit(g.recipe)] if g.recipe else []), *(pl.col(i) for i in g.inputs)]
+        ).alias(g.column)
+        for g in plan.input_groups
     ]
+
+
+def provenance(plan: ResolvePlan) -> list[pl.Expr]:
+    """The expected provenance of every field: the hash of its recipe and joined inputs."""
+    exprs = []
+    for f in plan.fields:
+        joined = plan.joined_inputs(f)
+        if joined is None:
+            parts = [pl.lit(f.recipe)]
+        elif joined.recipe is None:
+            parts = [pl.lit(f.recipe), pl.col(joined.column)]
+        else:  # the column starts with this field's recipe
+            parts = [pl.col(joined.column)]
+        exprs.append(polars_hash(parts).alias(c.provenance_column(f.field)))
+    return exprs
 
 
 def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:

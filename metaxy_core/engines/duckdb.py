@@ -23,6 +23,7 @@ from metaxy_core.hashing import (
     NULL_SENTINEL,
     SEPARATOR,
     register_duckdb_hash,
+    sql_canonical,
     sql_hash,
 )
 from metaxy_core.increment import Increment, IncrementCounts
@@ -68,7 +69,8 @@ class DuckDBEngine:
         """Key and passthrough columns, expected provenance and change inputs of every expected
         sample (of every parent, for an expansion)."""
         try:
-            inputs = self._fetch(f"SELECT * FROM {self._inputs(plan, samples)}")
+            joined = ", ".join(_joined_inputs(plan))
+            inputs = self._fetch(f"SELECT *, {joined} FROM {self._inputs(plan, samples)}")
         finally:
             self._drop_views()
         return inputs.with_columns(classify.provenance(plan)).select(
@@ -116,7 +118,8 @@ class DuckDBEngine:
     # -- steps ----------------------------------------------------------------------------------
 
     def _fetch(self, query: str) -> pl.LazyFrame:
-        frame = pl.from_arrow(self._con.sql(query).to_arrow_table())
+        # DuckDB hands over ~120k-row batches; keeping them as chunks spares a copy of every row.
+        frame = pl.from_arrow(self._con.sql(query).to_arrow_table(), rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
 
@@ -256,16 +259,10 @@ class DuckDBEngine:
         stored = self._stored(plan, filter)
         if filter is not None:
             inputs = self._filter_expected(inputs, filter, plan, stored)
-        needed = dict.fromkeys(
-            [
-                *plan.key,
-                *plan.passthrough,
-                *(i for f in plan.fields for i in f.inputs),
-                *plan.change_inputs,
-            ]
-        )
+        needed = dict.fromkeys([*plan.key, *plan.passthrough, *plan.change_inputs])
+        joined_inputs = _joined_inputs(plan)
         if stored is None:
-            return f"SELECT {', '.join(map(quote, needed))} FROM {inputs}", False
+            return f"SELECT {', '.join([*map(quote, needed), *joined_inputs])} FROM {inputs}", False
         needed.update(dict.fromkeys(plan.child_columns))  # from the stored side
         versions = ", ".join(map(sql_literal, plan.code_changed_in))
         candidate = " OR ".join(
@@ -280,10 +277,19 @@ class DuckDBEngine:
             ]
         )
         stored_cols = [STORED_VERSION, *(stored_column(f.field) for f in plan.fields)]
-        select = [*needed, *stored_cols, EXPECTED_MARK, STORED_MARK]
+        select = [*map(quote, [*needed, *stored_cols, EXPECTED_MARK, STORED_MARK]), *joined_inputs]
         using = ", ".join(map(quote, plan.key))
         joined = (
             f"(SELECT *, true AS {EXPECTED_MARK} FROM {inputs}) "
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"
         )
-        return f"SELECT {', '.join(map(quote, select))} FROM {joined} WHERE {candidate}", True
+        return f"SELECT {', '.join(select)} FROM {joined} WHERE {candidate}", True
+
+
+def _joined_inputs(plan: ResolvePlan) -> list[str]:
+    """SQL of the joined input lists that provenance hashes (see :mod:`metaxy_core.plan`)."""
+    return [
+        f"{sql_canonical([*lead, *map(quote, g.inputs)])} AS {quote(g.column)}"
+        for g in plan.input_groups
+        for lead in [[sql_literal(g.recipe)] if g.recipe else []]
+    ]

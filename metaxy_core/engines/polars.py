@@ -102,16 +102,17 @@ class PolarsEngine:
     # -- steps ----------------------------------------------------------------------------------
 
     def _inputs(self, plan: ResolvePlan, samples: pl.LazyFrame | None) -> pl.LazyFrame:
+        """The expected rows, with the joined input lists that provenance hashes."""
         if plan.is_root:
             if samples is None:
                 raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
-            return samples
+            return samples.with_columns(classify.join_inputs(plan))
         joined = self._upstream(plan.upstreams[0])
         for up in plan.upstreams[1:]:
             joined = joined.join(
                 self._upstream(up), on=list(up.on), how="left" if up.optional else "inner"
             )
-        return joined
+        return joined.with_columns(classify.join_inputs(plan))
 
     def _upstream(self, up: UpstreamPlan) -> pl.LazyFrame:
         """One upstream's current rows, filtered, grouped when aggregated, renamed."""

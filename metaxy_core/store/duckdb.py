@@ -242,7 +242,8 @@ class DuckDBMetadataStore(MetadataStore):
         if columns is not None:
             names = {r[0] for r in session.sql(f"DESCRIBE {table}").fetchall()}
             cols = ", ".join(quote(n) for n in columns if n in names)
-        frame = pl.from_arrow(session.sql(f"SELECT {cols} FROM {table}").to_arrow_table())
+        scanned = session.sql(f"SELECT {cols} FROM {table}").to_arrow_table()
+        frame = pl.from_arrow(scanned, rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
 
