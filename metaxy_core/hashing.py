@@ -40,9 +40,11 @@ __all__ = [
     "polars_canonical",
     "polars_hash",
     "polars_hash_u64",
+    "polars_id_text",
     "register_duckdb_hash",
     "sql_canonical",
     "sql_hash",
+    "sql_id_text",
 ]
 
 SEED: Final = 42
@@ -55,6 +57,25 @@ DUCKDB_U64: Final = "metaxy_xxh64_u64"
 # The four ASCII hex digits of every 16-bit value, packed little-endian so that viewing a
 # uint32 array as bytes yields the digits in reading order.
 _HEX_QUADS = np.frombuffer("".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4")
+
+
+def polars_id_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """The canonical text of an id column's values (see :func:`sql_id_text`), in Polars.
+
+    Strings are themselves; integers decimal; booleans ``true``/``false``; dates ISO; and
+    datetimes the decimal count of nanoseconds since the Unix epoch, because engines render
+    timestamps differently. Other types are refused as ids when written.
+    """
+    if isinstance(dtype, pl.Datetime):
+        return pl.col(name).dt.epoch("ns").cast(pl.String)
+    return pl.col(name).cast(pl.String)
+
+
+def sql_id_text(name: str, sql_type: str) -> str:
+    """The canonical text of an id column's values in DuckDB SQL; ``sql_type`` is its type."""
+    if sql_type.upper().startswith("TIMESTAMP"):
+        return f"CAST(epoch_ns({name}) AS VARCHAR)"
+    return f"CAST({name} AS VARCHAR)"
 
 
 def canonical(parts: Sequence[str | None]) -> str:
@@ -113,7 +134,9 @@ def polars_hash(parts: Sequence[pl.Expr]) -> pl.Expr:
     >>> pl.select(h=polars_hash([pl.lit("a"), pl.lit("b")])).item()
     '6a835b976ec3fa9e'
     """
-    return polars_hash_u64(parts).map_batches(_hex_series, return_dtype=pl.String)
+    return polars_hash_u64(parts).map_batches(
+        _hex_series, return_dtype=pl.String, is_elementwise=True
+    )
 
 
 def _duckdb_u64(values: pa.Array | pa.ChunkedArray) -> pa.Array:

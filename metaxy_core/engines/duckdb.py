@@ -25,6 +25,7 @@ from metaxy_core.hashing import (
     register_duckdb_hash,
     sql_canonical,
     sql_hash,
+    sql_id_text,
 )
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
@@ -123,6 +124,11 @@ class DuckDBEngine:
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
 
+    def _types(self, query: str) -> dict[str, str]:
+        """The DuckDB type of each column of ``query`` (bound, not run)."""
+        rel = self._con.sql(query)
+        return {n: str(t) for n, t in zip(rel.columns, rel.types, strict=True)}
+
     def _view(self, data: object) -> str:
         """Register a relation or Arrow table under a fresh view name; returns the name."""
         name = f"__metaxy_view_{next(_view_ids)}"
@@ -134,7 +140,8 @@ class DuckDBEngine:
         """A view of ``query`` limited by ``filter``."""
         if isinstance(filter, HashShard):
             self._register_hash()
-            shard = sql_hash([quote(i) for i in ids], as_u64=True)
+            types = self._types(f"SELECT * FROM ({query})")
+            shard = sql_hash([sql_id_text(quote(i), types[i]) for i in ids], as_u64=True)
             return f"(SELECT * FROM ({query}) WHERE {shard} % {filter.count} = {filter.index})"
         rel = self._con.sql(query)
         return self._view(nw.from_native(rel).filter(filter).to_native())
@@ -212,7 +219,9 @@ class DuckDBEngine:
         def text(name: str) -> str:
             return f"coalesce(CAST({name} AS VARCHAR), chr({ord(NULL_SENTINEL)}))"
 
-        member = f"concat_ws({sep}, {', '.join(text(quote(i)) for i in up.members)})"
+        types = self._types(f"SELECT * FROM {rows}")
+        ids = [sql_id_text(quote(i), types[i]) for i in up.members]
+        member = f"concat_ws({sep}, {', '.join(ids)})"
         order = f"ORDER BY {_MEMBER}"
         cols = [quote(i) for i in up.on]
         for source, alias in up.columns.items():

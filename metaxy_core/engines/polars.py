@@ -10,7 +10,13 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.engines import classify
 from metaxy_core.filters import HashShard, SampleFilter
-from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR, polars_hash, polars_hash_u64
+from metaxy_core.hashing import (
+    NULL_SENTINEL,
+    SEPARATOR,
+    polars_hash,
+    polars_hash_u64,
+    polars_id_text,
+)
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -38,7 +44,8 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     def text(name: str) -> pl.Expr:
         return pl.col(name).cast(pl.String).fill_null(NULL_SENTINEL)
 
-    member = pl.concat_str([text(i) for i in up.members], separator=SEPARATOR)
+    schema = rows.collect_schema()
+    member = pl.concat_str([polars_id_text(i, schema[i]) for i in up.members], separator=SEPARATOR)
     order = pl.col(_MEMBER)
     aggregations = [
         pl.concat_str([order, text(s)], separator=SEPARATOR).sort_by(order).str.join(SEPARATOR)
@@ -60,7 +67,8 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
 def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
     """Rows of ``frame`` that ``filter`` keeps."""
     if isinstance(filter, HashShard):
-        shard = polars_hash_u64([pl.col(i) for i in ids]) % filter.count
+        schema = frame.collect_schema()
+        shard = polars_hash_u64([polars_id_text(i, schema[i]) for i in ids]) % filter.count
         return frame.filter(shard == filter.index)
     return nw.from_native(frame).filter(filter).to_native()
 

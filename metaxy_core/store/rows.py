@@ -66,6 +66,14 @@ def validate_ids(spec: FeatureSpec, frame: pl.DataFrame) -> None:
                 f"columns: {', '.join(frame.columns) or 'none'}. Add {name!r} to the frame."
             )
     for name in ids:
+        dtype = frame.schema[name]
+        if not _id_type(dtype):
+            raise ColumnTypeError(
+                f"feature {spec.key!r}: id column {name!r} has type {dtype}; ids must be "
+                "strings, integers, booleans, dates or datetimes, whose text is the same in "
+                f"every engine. Cast {name!r} to one of those (e.g. a string)."
+            )
+    for name in ids:
         nulls = frame.get_column(name).null_count()
         if nulls:
             raise NullIdError(
@@ -81,6 +89,13 @@ def validate_ids(spec: FeatureSpec, frame: pl.DataFrame) -> None:
             f"than once in id columns {ids}, e.g. {_examples(dupes.select(ids).unique())}. "
             "Write each sample once per call (deduplicate the frame)."
         )
+
+
+def _id_type(dtype: pl.DataType) -> bool:
+    """Whether ids of this type have one canonical text (see ``hashing.polars_id_text``);
+    all-null columns pass here and fail the null check."""
+    exact = (pl.String, pl.Categorical, pl.Enum, pl.Boolean, pl.Date, pl.Datetime, pl.Null)
+    return dtype.is_integer() or isinstance(dtype, exact)
 
 
 def _check_string(spec: FeatureSpec, frame: pl.DataFrame, name: str) -> None:
