@@ -1,11 +1,17 @@
 """Benchmark of the field-aware sensor's tick: 6 features of N samples each.
 
-Run: ``python -m bench.sensor_tick [--n 1000000] [--ticks 5]``. Prints and writes
-``bench/results/sensor_tick.json``: median tick seconds for
+Run: ``python -m bench.sensor_tick [--n 1000000] [--ticks 5] [--shards K]``. Prints and writes
+``bench/results/sensor_tick.json`` (``sensor_tick_shards<K>.json`` with ``--shards``): median
+tick seconds for
 
 - ``skip``: a tick whose cursor equals the store's write sequence (nothing written since);
 - ``idle``: a full evaluation (no cursor) of a store where everything is up to date;
 - ``changed_1pct``: a full evaluation after 1% of the root samples got new audio.
+
+With ``--shards K`` the five non-root assets are partitioned in K hash shards, and the same run
+also times counting every feature's shards both ways, side by side: ``count_update_by_shard``
+(one pass, what the sensor does) and K ``count_update(filter=HashShard(K, i))`` calls (one pass
+per shard), idle and after the 1% change.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from metaxy_core import FeatureSpec, FieldDep, FieldSpec
+from metaxy_core import FeatureSpec, FieldDep, FieldSpec, HashShard, MetadataStore
 from metaxy_dagster import (
+    HashShardPartitions,
     MetaxyIOManager,
     MetaxyStoreResource,
     build_metaxy_sensor,
@@ -84,17 +91,50 @@ def _median_tick(
     return statistics.median(times)
 
 
+def _count_all_shards(store: MetadataStore, shards: int, *, one_pass: bool) -> float:
+    """Seconds to count every shard of every non-root feature, in one pass or one per shard."""
+    start = time.perf_counter()
+    with store:  # one connection, as a sensor tick holds
+        _count(store, shards, one_pass=one_pass)
+    return time.perf_counter() - start
+
+
+def _count(store: MetadataStore, shards: int, *, one_pass: bool) -> None:
+    for feature in feature_graph().topological_order()[1:]:
+        if one_pass:
+            store.count_update_by_shard(feature, shards)
+        else:
+            for index in range(shards):
+                store.count_update(feature, filter=HashShard(shards, index))
+
+
+def _shard_counting(store: MetadataStore, shards: int, ticks: int) -> dict[str, float]:
+    """Median seconds of both ways of counting, interleaved, and their ratio."""
+    one, per = [], []
+    for _ in range(ticks):
+        one.append(_count_all_shards(store, shards, one_pass=True))
+        per.append(_count_all_shards(store, shards, one_pass=False))
+    one_pass, per_shard = statistics.median(one), statistics.median(per)
+    return {
+        "one_pass": round(one_pass, 3),
+        "one_count_per_shard": round(per_shard, 3),
+        "ratio": round(per_shard / one_pass, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument("--shards", type=int, default=0, help="hash shards of non-root assets")
     args = parser.parse_args()
+    partitions = HashShardPartitions(args.shards) if args.shards else None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metaxy.duckdb"
         assets = []
         for spec in _specs():
 
-            @metaxy_asset(spec=spec)
+            @metaxy_asset(spec=spec, partitions=None if spec.is_root else partitions)
             def _asset(context: object) -> None:  # never run: the benchmark writes directly
                 raise NotImplementedError
 
@@ -110,22 +150,36 @@ def main() -> None:
         resources = {"metaxy_store": resource, "metaxy_io_manager": MetaxyIOManager(store=resource)}
         defs = dg.Definitions(assets=assets, sensors=[sensor], resources=resources)
 
-        result = {"n": args.n, "features": 6, "setup_seconds": round(setup, 2)}
+        result: dict[str, object] = {"n": args.n, "features": 6, "shards": args.shards}
+        result["setup_seconds"] = round(setup, 2)
         result["skip"] = _median_tick(sensor, defs, str(store.last_write_seq()), args.ticks)
         result["idle"] = _median_tick(sensor, defs, None, args.ticks)
+        if args.shards:
+            result["count_all_shards_idle"] = _shard_counting(store, args.shards, args.ticks)
         store.write(
             "video/raw", _root(args.n, changed_every=100).filter(pl.int_range(pl.len()) % 100 == 0)
         )
         result["changed_1pct"] = _median_tick(sensor, defs, None, args.ticks)
+        if args.shards:
+            result["count_all_shards_changed_1pct"] = _shard_counting(
+                store, args.shards, args.ticks
+            )
         context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
         requested = sensor.evaluate_tick(context).run_requests or []
-        result["requested"] = sorted(
-            "/".join(r.asset_selection[0].path)
-            for r in requested  # type: ignore[index]
-        )
-        assert result["requested"] == ["audio/features", "audio/transcript", "video/crop"]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        runs: dict[str, int] = {}
+        for request in requested:
+            feature = "/".join(request.asset_selection[0].path)  # type: ignore[index]
+            runs[feature] = runs.get(feature, 0) + 1
+        result["requested_runs"] = dict(sorted(runs.items()))
+        every = max(args.shards, 1)  # 1% of the samples reach every shard
+        assert result["requested_runs"] == {
+            "audio/features": every,
+            "audio/transcript": every,
+            "video/crop": every,
+        }, result["requested_runs"]
+    output = RESULTS.with_name(f"sensor_tick_shards{args.shards}.json") if args.shards else RESULTS
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

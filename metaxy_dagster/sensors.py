@@ -11,7 +11,7 @@ Each tick:
    the last tick and it skips at once;
 2. walks the features in topological order; a feature waits while any of its upstream features
    has work (so nothing is computed twice); otherwise it counts its new, stale and orphaned
-   samples, per partition;
+   samples, per partition (all hash shards of a feature in one pass over its samples);
 3. requests one run per asset and partition with work. The run key holds the feature, the
    partition and the latest writes of the feature and of its upstream features: repeated ticks
    request the same key (Dagster runs it once) until one of those features is written again,
@@ -24,9 +24,9 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from metaxy_core import IncrementCounts, MetadataStore, SampleFilter
+from metaxy_core import IncrementCounts, MetadataStore
 from metaxy_dagster.metadata import asset_key
-from metaxy_dagster.partitions import MetaxyPartitions
+from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
 from metaxy_dagster.registry import feature_partitions
 from metaxy_dagster.resource import MetaxyStoreResource
 
@@ -50,15 +50,23 @@ def _partition_keys(
     return partitions.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
 
 
-def _scopes(
-    feature: str, instance: dg.DagsterInstance | None
-) -> Iterator[tuple[str | None, SampleFilter | None]]:
+def _partition_counts(
+    store: MetadataStore, feature: str, instance: dg.DagsterInstance | None
+) -> Iterator[tuple[str | None, IncrementCounts]]:
+    """(partition, counts) of every partition of ``feature`` (one ``None`` if unpartitioned).
+
+    Hash shards are counted together, in one pass over the samples; a column partition is
+    counted on its own."""
     partitions = feature_partitions(feature)
     if partitions is None:
-        yield None, None
-        return
-    for key in _partition_keys(partitions, instance):
-        yield key, partitions.filter(key)
+        yield None, store.count_update(feature)
+    elif isinstance(partitions, HashShardPartitions):
+        counts = store.count_update_by_shard(feature, partitions.count)
+        for index, shard_counts in enumerate(counts):
+            yield partitions.partition_of(index), shard_counts
+    else:
+        for key in _partition_keys(partitions, instance):
+            yield key, store.count_update(feature, filter=partitions.filter(key))
 
 
 def _pending(
@@ -73,8 +81,7 @@ def _pending(
         if any(up in waiting for up in graph.upstream(feature)):
             waiting.add(feature)
             continue
-        for partition, scope in _scopes(feature, instance):
-            counts = store.count_update(feature, filter=scope)
+        for partition, counts in _partition_counts(store, feature, instance):
             if counts.total or counts.orphaned:
                 waiting.add(feature)
                 if feature in selected:

@@ -12,10 +12,26 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.hashing import polars_canonical, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
-from metaxy_core.plan import EXPECTED_MARK, STATUS, STORED_MARK, STORED_VERSION, ResolvePlan
+from metaxy_core.plan import (
+    EXPECTED_MARK,
+    SHARD,
+    STATUS,
+    STORED_MARK,
+    STORED_VERSION,
+    ResolvePlan,
+)
 from metaxy_core.plan import stored_column as stored
 
-__all__ = ["all_new", "classify", "count", "join_inputs", "new_only", "provenance", "split"]
+__all__ = [
+    "all_new",
+    "classify",
+    "count",
+    "count_by_shard",
+    "join_inputs",
+    "new_only",
+    "provenance",
+    "split",
+]
 
 _REASONS = [c.CHANGED_FIELDS, c.STALE_REASON]
 
@@ -138,6 +154,18 @@ def count(classified: pl.LazyFrame) -> IncrementCounts:
     """Counts of each status."""
     counts = dict(classified.group_by(STATUS).len().collect().iter_rows())
     return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
+
+
+def count_by_shard(classified: pl.LazyFrame, shards: int) -> list[IncrementCounts]:
+    """Counts of each status in each shard (``classified`` has a shard column)."""
+    rows = classified.group_by(SHARD, STATUS).len().collect().iter_rows()
+    found = {(int(shard), status): n for shard, status, n in rows}
+    return [
+        IncrementCounts(
+            found.get((i, "new"), 0), found.get((i, "stale"), 0), found.get((i, "orphaned"), 0)
+        )
+        for i in range(shards)
+    ]
 
 
 def code_changed(plan: ResolvePlan) -> pl.Expr:

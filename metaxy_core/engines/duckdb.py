@@ -30,6 +30,7 @@ from metaxy_core.hashing import (
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
+    SHARD,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
@@ -116,6 +117,36 @@ class DuckDBEngine:
         stale = classify.count(classify.classify(plan, both, with_reasons=False)).stale
         return IncrementCounts(int(new), stale, int(orphaned))
 
+    def count_by_shard(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, shards: int
+    ) -> list[IncrementCounts]:
+        """The counts of every hash shard in one pass: new and orphaned counted in SQL, only
+        changed-input rows hashed."""
+        try:
+            query, stored = self._candidates(plan, samples, None)
+            shard = self._shard(query, plan.key, shards)
+            sharded = f"SELECT *, {shard} AS {SHARD} FROM ({query})"
+            if not stored:
+                new = dict(
+                    self._con.sql(
+                        f"SELECT {SHARD}, count(*) FROM ({sharded}) GROUP BY ALL"
+                    ).fetchall()
+                )
+                return [IncrementCounts(int(new.get(i, 0)), 0, 0) for i in range(shards)]
+            rows = self._con.sql(
+                f"SELECT {SHARD}, count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
+                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({sharded}) GROUP BY ALL"
+            ).fetchall()
+            both = self._fetch(f"SELECT * FROM ({sharded}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
+        finally:
+            self._drop_views()
+        sides = {int(shard): (int(new), int(orphaned)) for shard, new, orphaned in rows}
+        stale = classify.count_by_shard(classify.classify(plan, both, with_reasons=False), shards)
+        return [
+            IncrementCounts(sides.get(i, (0, 0))[0], stale[i].stale, sides.get(i, (0, 0))[1])
+            for i in range(shards)
+        ]
+
     # -- steps ----------------------------------------------------------------------------------
 
     def _fetch(self, query: str) -> pl.LazyFrame:
@@ -123,6 +154,13 @@ class DuckDBEngine:
         frame = pl.from_arrow(self._con.sql(query).to_arrow_table(), rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
+
+    def _shard(self, query: str, ids: Sequence[str], shards: int) -> str:
+        """SQL of the hash shard (of ``shards``) of each row of ``query``, from its ``ids``."""
+        self._register_hash()
+        types = self._types(f"SELECT * FROM ({query})")
+        texts = [sql_id_text(quote(i), types[i]) for i in ids]
+        return f"({sql_hash(texts, as_u64=True)} % {shards})"
 
     def _types(self, query: str) -> dict[str, str]:
         """The DuckDB type of each column of ``query`` (bound, not run)."""
@@ -139,10 +177,8 @@ class DuckDBEngine:
     def _filtered(self, query: str, filter: SampleFilter, ids: Sequence[str]) -> str:
         """A view of ``query`` limited by ``filter``."""
         if isinstance(filter, HashShard):
-            self._register_hash()
-            types = self._types(f"SELECT * FROM ({query})")
-            shard = sql_hash([sql_id_text(quote(i), types[i]) for i in ids], as_u64=True)
-            return f"(SELECT * FROM ({query}) WHERE {shard} % {filter.count} = {filter.index})"
+            shard = self._shard(query, ids, filter.count)
+            return f"(SELECT * FROM ({query}) WHERE {shard} = {filter.index})"
         rel = self._con.sql(query)
         return self._view(nw.from_native(rel).filter(filter).to_native())
 

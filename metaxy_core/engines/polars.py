@@ -20,6 +20,7 @@ from metaxy_core.hashing import (
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
+    SHARD,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
@@ -28,7 +29,7 @@ from metaxy_core.plan import (
     stored_input,
 )
 
-__all__ = ["PolarsEngine", "Scan", "apply_filter"]
+__all__ = ["PolarsEngine", "Scan", "apply_filter", "shard_of"]
 
 Scan = Callable[[str, Sequence[str] | None], pl.LazyFrame | None]
 """``scan(feature, columns)``: the current rows of a feature, with those of ``columns`` that it
@@ -64,12 +65,16 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     )
 
 
+def shard_of(frame: pl.LazyFrame, ids: Sequence[str], shards: int) -> pl.Expr:
+    """The hash shard (of ``shards``) of each row of ``frame``, from its ``ids`` columns."""
+    schema = frame.collect_schema()
+    return polars_hash_u64([polars_id_text(i, schema[i]) for i in ids]) % shards
+
+
 def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
     """Rows of ``frame`` that ``filter`` keeps."""
     if isinstance(filter, HashShard):
-        schema = frame.collect_schema()
-        shard = polars_hash_u64([polars_id_text(i, schema[i]) for i in ids]) % filter.count
-        return frame.filter(shard == filter.index)
+        return frame.filter(shard_of(frame, ids, filter.count) == filter.index)
     return nw.from_native(frame).filter(filter).to_native()
 
 
@@ -106,6 +111,14 @@ class PolarsEngine:
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples."""
         return classify.count(self._classified(plan, samples, filter, with_reasons=False))
+
+    def count_by_shard(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, shards: int
+    ) -> list[IncrementCounts]:
+        """The counts of every hash shard, classifying each sample once."""
+        classified = self._classified(plan, samples, None, with_reasons=False)
+        shard = shard_of(classified, plan.key, shards).alias(SHARD)
+        return classify.count_by_shard(classified.with_columns(shard), shards)
 
     # -- steps ----------------------------------------------------------------------------------
 

@@ -62,6 +62,11 @@ class Engine(Protocol):
     ) -> IncrementCounts:
         """Counts of new, stale and orphaned samples."""
 
+    def count_by_shard(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, shards: int
+    ) -> list[IncrementCounts]:
+        """The counts of each hash shard of the plan's key."""
+
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -286,6 +291,16 @@ class MetadataStore(ABC):
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
             return self._engine(session).count(plan, lazy_samples, filter)
+
+    def count_update_by_shard(
+        self, feature: str, shards: int, *, samples: Any = None
+    ) -> list[IncrementCounts]:
+        """``count_update(feature, filter=HashShard(shards, i))`` for every shard ``i``, in one
+        pass over the samples instead of one per shard (what a partitioned sensor needs)."""
+        HashShard(shards, 0)  # validates ``shards``
+        with self._session() as session:
+            plan, lazy_samples = self._plan(session, feature, samples)
+            return self._engine(session).count_by_shard(plan, lazy_samples, shards)
 
     # -- helpers --------------------------------------------------------------------------------
 
