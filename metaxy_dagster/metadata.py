@@ -1,4 +1,5 @@
-"""Dagster metadata of a metaxy asset: fields, versions, column schema and column lineage."""
+"""Dagster metadata of a metaxy asset: fields, versions, how it reads its upstream features,
+column schema and column lineage."""
 
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def _lineage(graph: FeatureGraph, spec: FeatureSpec) -> dg.TableColumnLineage:
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
+def _deps(spec: FeatureSpec) -> dict[str, dict[str, Any]]:
+    """How the feature reads each upstream: lineage, and any shaping that is not the default."""
+    out: dict[str, dict[str, Any]] = {}
+    for dep in spec.deps:
+        entry: dict[str, Any] = {"lineage": dep.lineage.value}
+        if dep.select is not None:
+            entry["select"] = list(dep.select)
+        if dep.rename:
+            entry["rename"] = dict(dep.rename)
+        if dep.filter is not None:
+            entry["filter"] = dep.filter
+        if dep.optional:
+            entry["optional"] = True
+        out[dep.feature] = entry
+    return out
+
+
 def definition_metadata(
     graph: FeatureGraph, spec: FeatureSpec, user_columns: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -69,6 +87,7 @@ def definition_metadata(
         "metaxy/feature_version": versions.features[spec.key],
         "metaxy/id_columns": ", ".join(spec.id_columns),
         "metaxy/fields": dg.MetadataValue.json(fields),
+        **({"metaxy/deps": dg.MetadataValue.json(_deps(spec))} if spec.deps else {}),
         "dagster/column_schema": _schema(spec, user_columns),
         "dagster/column_lineage": _lineage(graph, spec),
     }

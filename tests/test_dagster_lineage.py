@@ -13,9 +13,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from metaxy_core import DuckDBMetadataStore, FeatureDep, FeatureSpec
+from metaxy_core import DuckDBMetadataStore, FeatureDep, FeatureGraph, FeatureSpec
 from metaxy_core.testing import root_samples
 from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, feature_graph, metaxy_asset
+from metaxy_dagster.metadata import definition_metadata
 from metaxy_dagster.registry import clear_features
 
 VIDEOS = [f"v{i}" for i in range(6)]
@@ -128,6 +129,39 @@ def test_expansion_through_materialize(tmp_path: Path) -> None:
     assert _chunk_metadata(result)["metaxy/orphaned"] == p.chunks["v4"]
     assert "v4" not in set(p.stored()["video_id"])
     assert p.stored().height == sum(n for v, n in p.chunks.items() if v != "v4")
+
+
+def test_definition_metadata_shows_how_each_upstream_is_read(tmp_path: Path) -> None:
+    p = Chunking(tmp_path)
+    raw, chunks = p.assets
+    deps = chunks.specs_by_key[chunks.key].metadata["metaxy/deps"].value
+    assert deps == {"video/raw": {"lineage": "expansion", "select": ["path"]}}
+    assert "metaxy/deps" not in raw.specs_by_key[raw.key].metadata  # a root reads nothing
+
+    graph = FeatureGraph(
+        [
+            FeatureSpec(key="clips", id_columns=["clip_id"], fields=["audio"]),
+            FeatureSpec(key="labels", id_columns=["clip_id"], fields=["label"]),
+            FeatureSpec(
+                key="long/clips",
+                id_columns=["clip_id"],
+                fields=["audio"],
+                deps=[
+                    FeatureDep("clips", filter="duration > 10", rename={"path": "clip_path"}),
+                    FeatureDep("labels", optional=True),
+                ],
+            ),
+        ]
+    )
+    shaped = definition_metadata(graph, graph["long/clips"], {})["metaxy/deps"].value
+    assert shaped == {
+        "clips": {
+            "lineage": "identity",
+            "rename": {"path": "clip_path"},
+            "filter": "duration > 10",
+        },
+        "labels": {"lineage": "identity", "optional": True},
+    }
 
 
 def test_aggregation_through_materialize(tmp_path: Path) -> None:
