@@ -27,12 +27,13 @@ Polars plan or to SQL; both follow the same steps:
    of the column; fields sharing a list hash their recipe followed by it.
 
 **Group version** of a data version column ``v`` over the members of one group: each member
-is the canonical string of its upstream id values (cast to strings, in the upstream's id column
-order) and its ``v``; the members are sorted by the canonical string of their id values
-(bytewise) and their strings joined with the separator; the group version is the hash of that
-string, i.e. ``hash_parts([*ids_1, v_1, *ids_2, v_2, ...])``. It covers the member ids, so an
-added or removed member changes it, as does a changed ``v``. The group version of the sample
-data version is the group's change input, so unchanged groups are pruned like any sample.
+is the canonical string of its upstream id values (their canonical text, see
+:func:`metaxy_core.hashing.polars_id_text`, in the upstream's id column order) and its ``v``;
+the members are sorted by the canonical string of their id values (bytewise) and their
+strings joined with the separator; the group version is the hash of that string, i.e.
+``hash_parts([*ids_1, v_1, *ids_2, v_2, ...])``. It covers the member ids, so an added or
+removed member changes it, as does a changed ``v``. The group version of the sample data
+version is the group's change input, so unchanged groups are pruned like any sample.
 """
 
 from __future__ import annotations

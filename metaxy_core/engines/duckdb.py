@@ -333,8 +333,10 @@ class DuckDBEngine:
 
 def _joined_inputs(plan: ResolvePlan) -> list[str]:
     """SQL of the joined input lists that provenance hashes (see :mod:`metaxy_core.plan`)."""
-    return [
-        f"{sql_canonical([*lead, *map(quote, g.inputs)])} AS {quote(g.column)}"
-        for g in plan.input_groups
-        for lead in [[sql_literal(g.recipe)] if g.recipe else []]
-    ]
+    joined = []
+    for group in plan.input_groups:
+        parts = [quote(i) for i in group.inputs]
+        if group.recipe is not None:  # read by one field: its recipe leads the string
+            parts.insert(0, sql_literal(group.recipe))
+        joined.append(f"{sql_canonical(parts)} AS {quote(group.column)}")
+    return joined
