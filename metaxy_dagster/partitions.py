@@ -43,8 +43,9 @@ class ColumnPartitions:
     partitions_def: dg.PartitionsDefinition[str]
 
     def filter(self, partition_key: str) -> SampleFilter:
-        """The samples of one partition."""
-        return nw.col(self.column) == partition_key
+        """The samples of one partition: those whose column reads as the key, as text (so a
+        date column matches the keys of a ``DailyPartitionsDefinition``)."""
+        return nw.col(self.column).cast(nw.String()) == partition_key
 
 
 MetaxyPartitions = HashShardPartitions | ColumnPartitions

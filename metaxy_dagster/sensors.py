@@ -11,7 +11,7 @@ Each tick:
    the last tick and it skips at once;
 2. walks the features in topological order; a feature waits while any of its upstream features
    has work (so nothing is computed twice); otherwise it counts its new, stale and orphaned
-   samples, per partition (all hash shards of a feature in one pass over its samples);
+   samples, per partition (all partitions of a feature in one pass over its samples);
 3. requests one run per asset and partition with work. The run key holds the feature, the
    partition and the latest writes of the feature and of its upstream features: repeated ticks
    request the same key (Dagster runs it once) until one of those features is written again,
@@ -55,8 +55,8 @@ def _partition_counts(
 ) -> Iterator[tuple[str | None, IncrementCounts]]:
     """(partition, counts) of every partition of ``feature`` (one ``None`` if unpartitioned).
 
-    Hash shards are counted together, in one pass over the samples; a column partition is
-    counted on its own."""
+    Every partition is counted in one pass over the samples (column partitions of an
+    expansion, or of a column that is not a string, one partition at a time)."""
     partitions = feature_partitions(feature)
     if partitions is None:
         yield None, store.count_update(feature)
@@ -65,8 +65,8 @@ def _partition_counts(
         for index, shard_counts in enumerate(counts):
             yield partitions.partition_of(index), shard_counts
     else:
-        for key in _partition_keys(partitions, instance):
-            yield key, store.count_update(feature, filter=partitions.filter(key))
+        keys = _partition_keys(partitions, instance)
+        yield from store.count_update_by_column(feature, partitions.column, keys).items()
 
 
 def _pending(

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from metaxy_core import FeatureSpec
-from metaxy_dagster import MetaxyPartitions, metaxy_asset
+from metaxy_dagster import ColumnPartitions, MetaxyPartitions, metaxy_asset
 from tests.reference import reference_specs
 
 Calls = dict[str, list[pl.DataFrame]]
@@ -37,7 +37,9 @@ def reference_assets(
         @metaxy_asset(spec=spec, partitions=partitions, columns={"out": "string"})
         def step(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> Any:
             calls.setdefault(spec.key, []).append(increment)
-            out = increment.select("video_id").with_columns(out=pl.lit(spec.key))
+            # A column partition's column is kept, so that downstream features have it too.
+            kept = [partitions.column] if isinstance(partitions, ColumnPartitions) else []
+            out = increment.select("video_id", *kept).with_columns(out=pl.lit(spec.key))
             return (bad or {}).get(spec.key, lambda f: f)(out)
 
         return step

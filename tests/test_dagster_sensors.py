@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from metaxy_core import hash_string
 from metaxy_dagster import (
+    ColumnPartitions,
     HashShardPartitions,
     MetaxyStoreResource,
     asset_key,
@@ -144,6 +147,54 @@ def test_hash_shards_request_only_changed_partitions(tmp_path: Path) -> None:
         ("video/crop", "shard-0"),
         ("video/crop", "shard-3"),
     ]
+
+
+class DatedPipeline(Pipeline):
+    """The reference pipeline with a day and a split column on every sample."""
+
+    def samples(self) -> pl.DataFrame:
+        index = pl.int_range(pl.len())
+        return (
+            super()
+            .samples()
+            .with_columns(
+                day=pl.lit(dt.date(2024, 1, 1)) + pl.duration(days=index % 3),
+                split=pl.when(index % 2 == 0).then(pl.lit("train")).otherwise(pl.lit("eval")),
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    "partitions",
+    [
+        ColumnPartitions(
+            "day", dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-04")
+        ),
+        ColumnPartitions("split", dg.StaticPartitionsDefinition(["train", "eval", "test"])),
+    ],
+    ids=["date-column", "string-column"],
+)
+def test_column_partitions_request_only_changed_partitions(
+    tmp_path: Path, partitions: ColumnPartitions
+) -> None:
+    p = DatedPipeline(tmp_path)
+    assets = p.assets(partitions=partitions)
+    keys = partitions.partitions_def.get_partition_keys()
+    for key in keys:
+        assert p.materialize(assets, partition_key=key).success
+    ticker = Ticker(p, assets)
+    assert ticker.requested() == []
+    rows = p.samples().with_columns(key=pl.col(partitions.column).cast(pl.String))
+    changed = rows.filter(pl.col("key") == keys[1]).head(3)["video_id"].to_list()
+    for i in changed:
+        p.audio[i] = "new"
+    p.materialize(assets, selection=[asset_key("video/raw")], partition_key=keys[1])
+    assert ticker.requested() == [
+        ("audio/transcript", keys[1]),
+        ("video/crop", keys[1]),
+    ]
+    p.materialize(assets, partition_key=keys[1])
+    assert sorted(p.received("video/crop")) == sorted(changed)
 
 
 def test_up_to_date_check_fails_when_stale_and_passes_after(tmp_path: Path) -> None:

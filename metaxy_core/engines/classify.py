@@ -7,6 +7,8 @@ it. Here they are hashed with the Rust xxhash64 of Polars and marked new, stale 
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from metaxy_core import columns as c
@@ -14,7 +16,6 @@ from metaxy_core.hashing import polars_canonical, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    SHARD,
     STATUS,
     STORED_MARK,
     STORED_VERSION,
@@ -26,7 +27,7 @@ __all__ = [
     "all_new",
     "classify",
     "count",
-    "count_by_shard",
+    "count_by",
     "join_inputs",
     "new_only",
     "provenance",
@@ -156,16 +157,16 @@ def count(classified: pl.LazyFrame) -> IncrementCounts:
     return IncrementCounts(counts.get("new", 0), counts.get("stale", 0), counts.get("orphaned", 0))
 
 
-def count_by_shard(classified: pl.LazyFrame, shards: int) -> list[IncrementCounts]:
-    """Counts of each status in each shard (``classified`` has a shard column)."""
-    rows = classified.group_by(SHARD, STATUS).len().collect().iter_rows()
-    found = {(int(shard), status): n for shard, status, n in rows}
-    return [
-        IncrementCounts(
-            found.get((i, "new"), 0), found.get((i, "stale"), 0), found.get((i, "orphaned"), 0)
-        )
-        for i in range(shards)
-    ]
+def count_by(classified: pl.LazyFrame, column: str) -> dict[Any, IncrementCounts]:
+    """Counts of each status per value of ``column`` (values with no candidate are absent)."""
+    rows = classified.group_by(column, STATUS).len().collect().iter_rows()
+    found: dict[Any, dict[str, int]] = {}
+    for value, status, n in rows:
+        found.setdefault(value, {})[status] = n
+    return {
+        value: IncrementCounts(by.get("new", 0), by.get("stale", 0), by.get("orphaned", 0))
+        for value, by in found.items()
+    }
 
 
 def code_changed(plan: ResolvePlan) -> pl.Expr:

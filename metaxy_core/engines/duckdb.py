@@ -9,7 +9,8 @@ and cannot download extensions offline, so hashing in SQL would call a Python fu
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import duckdb
 import narwhals as nw
@@ -127,12 +128,9 @@ class DuckDBEngine:
             shard = self._shard(query, plan.key, shards)
             sharded = f"SELECT *, {shard} AS {SHARD} FROM ({query})"
             if not stored:
-                new = dict(
-                    self._con.sql(
-                        f"SELECT {SHARD}, count(*) FROM ({sharded}) GROUP BY ALL"
-                    ).fetchall()
-                )
-                return [IncrementCounts(int(new.get(i, 0)), 0, 0) for i in range(shards)]
+                new = self._con.sql(f"SELECT {SHARD}, count(*), 0 FROM ({sharded}) GROUP BY ALL")
+                counts = _merge(new.fetchall(), {})
+                return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
             rows = self._con.sql(
                 f"SELECT {SHARD}, count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
                 f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({sharded}) GROUP BY ALL"
@@ -140,12 +138,40 @@ class DuckDBEngine:
             both = self._fetch(f"SELECT * FROM ({sharded}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
         finally:
             self._drop_views()
-        sides = {int(shard): (int(new), int(orphaned)) for shard, new, orphaned in rows}
-        stale = classify.count_by_shard(classify.classify(plan, both, with_reasons=False), shards)
-        return [
-            IncrementCounts(sides.get(i, (0, 0))[0], stale[i].stale, sides.get(i, (0, 0))[1])
-            for i in range(shards)
-        ]
+        counts = _merge(
+            rows, classify.count_by(classify.classify(plan, both, with_reasons=False), SHARD)
+        )
+        return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
+
+    def count_by_column(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, column: str
+    ) -> dict[Any, IncrementCounts] | None:
+        """The counts of every value of a string ``column`` in one pass (``None`` when the
+        feature cannot be grouped so: an expansion, or a column that is not a string)."""
+        if plan.child_columns:
+            return None
+        try:
+            expected_type = self._types(f"SELECT * FROM {self._inputs(plan, samples)}").get(column)
+            table = self._table(plan.feature)
+            stored_types = {} if table is None else self._types(f"SELECT * FROM {table}")
+            stored_type = stored_types.get(column, "VARCHAR")
+            if expected_type != "VARCHAR" or stored_type != "VARCHAR":
+                return None
+            query, stored = self._candidates(plan, samples, None, by=column)
+            by = quote(column)
+            if not stored:
+                new = self._con.sql(f"SELECT {by}, count(*), 0 FROM ({query}) GROUP BY ALL")
+                return _merge(new.fetchall(), {})
+            sides = self._con.sql(
+                f"SELECT {by}, count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
+                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({query}) GROUP BY ALL"
+            ).fetchall()
+            both = self._fetch(f"SELECT * FROM ({query}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
+        finally:
+            self._drop_views()
+        return _merge(
+            sides, classify.count_by(classify.classify(plan, both, with_reasons=False), column)
+        )
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -274,7 +300,9 @@ class DuckDBEngine:
             f"GROUP BY {', '.join(map(quote, up.on))})"
         )
 
-    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> str | None:
+    def _stored(
+        self, plan: ResolvePlan, filter: SampleFilter | None, by: str | None = None
+    ) -> str | None:
         table = self._table(plan.feature)
         if table is None:
             return None
@@ -287,6 +315,7 @@ class DuckDBEngine:
 
         renamed = [
             *map(quote, plan.id_columns),
+            *([stored_as(by, by)] if by else []),
             stored_as(c.FEATURE_VERSION, STORED_VERSION),
             *(stored_as(c.provenance_column(f.field), stored_column(f.field)) for f in plan.fields),
             *(stored_as(n, stored_input(n)) for n in plan.change_inputs),
@@ -294,17 +323,30 @@ class DuckDBEngine:
         source = table
         if filter is not None:
             source = self._filtered(f"SELECT * FROM {table}", filter, plan.key)
-        return f"(SELECT {', '.join(renamed)} FROM {source})"
+        where = f" WHERE {quote(by)} IS NOT NULL" if by else ""
+        return f"(SELECT {', '.join(renamed)} FROM {source}{where})"
 
     def _candidates(
-        self, plan: ResolvePlan, samples: pl.LazyFrame | None, filter: SampleFilter | None
+        self,
+        plan: ResolvePlan,
+        samples: pl.LazyFrame | None,
+        filter: SampleFilter | None,
+        by: str | None = None,
     ) -> tuple[str, bool]:
-        """SQL of the candidate rows, and whether anything is stored to compare with."""
+        """SQL of the candidate rows, and whether anything is stored to compare with.
+
+        With ``by``, samples also join on that column, so one whose value differs between
+        upstream and store is new under one value and orphaned under the other, as a filter on
+        each value would find; null values are in no group.
+        """
         inputs = self._inputs(plan, samples)
-        stored = self._stored(plan, filter)
+        stored = self._stored(plan, filter, by)
         if filter is not None:
             inputs = self._filter_expected(inputs, filter, plan, stored)
-        needed = dict.fromkeys([*plan.key, *plan.passthrough, *plan.change_inputs])
+        if by is not None:
+            inputs = f"(SELECT * FROM {inputs} WHERE {quote(by)} IS NOT NULL)"
+        on = [*plan.key, *([by] if by else [])]
+        needed = dict.fromkeys([*on, *plan.passthrough, *plan.change_inputs])
         joined_inputs = _joined_inputs(plan)
         if stored is None:
             return f"SELECT {', '.join([*map(quote, needed), *joined_inputs])} FROM {inputs}", False
@@ -323,12 +365,23 @@ class DuckDBEngine:
         )
         stored_cols = [STORED_VERSION, *(stored_column(f.field) for f in plan.fields)]
         select = [*map(quote, [*needed, *stored_cols, EXPECTED_MARK, STORED_MARK]), *joined_inputs]
-        using = ", ".join(map(quote, plan.key))
+        using = ", ".join(map(quote, on))
         joined = (
             f"(SELECT *, true AS {EXPECTED_MARK} FROM {inputs}) "
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"
         )
         return f"SELECT {', '.join(select)} FROM {joined} WHERE {candidate}", True
+
+
+def _merge(
+    sides: Sequence[tuple[Any, ...]], stale: Mapping[Any, IncrementCounts]
+) -> dict[Any, IncrementCounts]:
+    """Counts per group from SQL rows ``(group, new, orphaned)`` and stale counts per group."""
+    counts = {group: IncrementCounts(int(new), 0, int(orphaned)) for group, new, orphaned in sides}
+    for group, found in stale.items():
+        known = counts.get(group, IncrementCounts(0, 0, 0))
+        counts[group] = IncrementCounts(known.new, found.stale, known.orphaned)
+    return counts
 
 
 def _joined_inputs(plan: ResolvePlan) -> list[str]:

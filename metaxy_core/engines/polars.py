@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import narwhals as nw
 import polars as pl
@@ -118,7 +119,23 @@ class PolarsEngine:
         """The counts of every hash shard, classifying each sample once."""
         classified = self._classified(plan, samples, None, with_reasons=False)
         shard = shard_of(classified, plan.key, shards).alias(SHARD)
-        return classify.count_by_shard(classified.with_columns(shard), shards)
+        counts = classify.count_by(classified.with_columns(shard), SHARD)
+        return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
+
+    def count_by_column(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, column: str
+    ) -> dict[Any, IncrementCounts] | None:
+        """The counts of every value of a string ``column`` in one pass (``None`` when the
+        feature cannot be grouped so: an expansion, or a column that is not a string)."""
+        if plan.child_columns:
+            return None
+        expected_type = self._inputs(plan, samples).collect_schema().get(column)
+        stored = self._scan(plan.feature, [column])
+        stored_type = pl.String if stored is None else stored.collect_schema().get(column)
+        if expected_type != pl.String or stored_type != pl.String:
+            return None
+        classified = self._classified(plan, samples, None, with_reasons=False, by=column)
+        return classify.count_by(classified, column)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -147,11 +164,13 @@ class PolarsEngine:
             return _aggregate(scanned, up)
         return scanned.select(pl.col(s).alias(a) for s, a in up.columns.items())
 
-    def _stored(self, plan: ResolvePlan, filter: SampleFilter | None) -> pl.LazyFrame | None:
+    def _stored(
+        self, plan: ResolvePlan, filter: SampleFilter | None, by: str | None = None
+    ) -> pl.LazyFrame | None:
         renames = {c.FEATURE_VERSION: STORED_VERSION}
         renames.update({c.provenance_column(f.field): stored_column(f.field) for f in plan.fields})
         renames.update({n: stored_input(n) for n in plan.change_inputs})
-        wanted = [*plan.id_columns, *renames]
+        wanted = [*plan.id_columns, *([by] if by else []), *renames]
         # A filter may name any stored column (e.g. a partition column): then read them all.
         stored = self._scan(plan.feature, wanted if filter is None else None)
         if stored is None:
@@ -161,7 +180,8 @@ class PolarsEngine:
         present = stored.collect_schema().names()
         # Rows written before a column existed compare as null, i.e. as changed.
         missing = [pl.lit(None, pl.String).alias(n) for n in wanted if n not in present]
-        return stored.with_columns(missing).select(wanted).rename(renames)
+        stored = stored.with_columns(missing).select(wanted).rename(renames)
+        return stored if by is None else stored.filter(pl.col(by).is_not_null())
 
     def _filter_expected(
         self,
@@ -197,16 +217,22 @@ class PolarsEngine:
         filter: SampleFilter | None,
         *,
         with_reasons: bool,
+        by: str | None = None,
     ) -> pl.LazyFrame:
+        """Candidates, classified. With ``by``, samples also join on that column, so one whose
+        value differs between upstream and store is new under one value and orphaned under the
+        other, as a filter on each value would find; null values are in no group."""
         inputs = self._inputs(plan, samples)
-        stored = self._stored(plan, filter)
+        stored = self._stored(plan, filter, by)
         if filter is not None:
             inputs = self._filter_expected(plan, inputs, filter, stored)
+        if by is not None:
+            inputs = inputs.filter(pl.col(by).is_not_null())
         if stored is None:
             return classify.all_new(plan, inputs)
         joined = inputs.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
             stored.with_columns(pl.lit(True).alias(STORED_MARK)),
-            on=list(plan.key),
+            on=[*plan.key, *([by] if by else [])],
             how="full",
             coalesce=True,
         )

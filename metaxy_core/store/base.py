@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import narwhals as nw
 import polars as pl
 
 from metaxy_core import columns as c
@@ -66,6 +67,11 @@ class Engine(Protocol):
         self, plan: ResolvePlan, samples: pl.LazyFrame | None, shards: int
     ) -> list[IncrementCounts]:
         """The counts of each hash shard of the plan's key."""
+
+    def count_by_column(
+        self, plan: ResolvePlan, samples: pl.LazyFrame | None, column: str
+    ) -> dict[Any, IncrementCounts] | None:
+        """The counts of each value of a string column, or ``None`` if it cannot group so."""
 
 
 @dataclass(frozen=True)
@@ -301,6 +307,26 @@ class MetadataStore(ABC):
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
             return self._engine(session).count_by_shard(plan, lazy_samples, shards)
+
+    def count_update_by_column(
+        self, feature: str, column: str, values: Sequence[str], *, samples: Any = None
+    ) -> dict[str, IncrementCounts]:
+        """``count_update(feature, filter=nw.col(column).cast(nw.String()) == v)`` for every
+        ``v`` of ``values``: the counts of the samples whose ``column`` reads ``v`` as text.
+
+        For a string ``column`` of a feature that is not an expansion, every value is counted
+        in one pass over the samples (what a sensor over column partitions needs); otherwise
+        one value at a time.
+        """
+        with self._session() as session:
+            plan, lazy_samples = self._plan(session, feature, samples)
+            engine = self._engine(session)
+            grouped = engine.count_by_column(plan, lazy_samples, column)
+            if grouped is not None:
+                none = IncrementCounts(0, 0, 0)
+                return {v: grouped.get(v, none) for v in values}
+            text = nw.col(column).cast(nw.String())
+            return {v: engine.count(plan, lazy_samples, text == v) for v in values}
 
     # -- helpers --------------------------------------------------------------------------------
 
