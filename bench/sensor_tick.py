@@ -28,8 +28,10 @@ import polars as pl
 
 from metaxy_core import FeatureSpec, FieldDep, FieldSpec, HashShard, MetadataStore
 from metaxy_dagster import (
+    ColumnPartitions,
     HashShardPartitions,
     MetaxyIOManager,
+    MetaxyPartitions,
     MetaxyStoreResource,
     build_metaxy_sensor,
     metaxy_asset,
@@ -38,6 +40,7 @@ from metaxy_dagster.registry import feature_graph
 
 RESULTS = Path(__file__).parent / "results" / "sensor_tick.json"
 IDS = ["clip_id"]
+SPLIT = "split"
 
 
 def _specs() -> list[FeatureSpec]:
@@ -66,7 +69,7 @@ def _specs() -> list[FeatureSpec]:
     ]  # fmt: skip
 
 
-def _root(n: int, changed_every: int = 0) -> pl.DataFrame:
+def _root(n: int, changed_every: int = 0, values: int = 0) -> pl.DataFrame:
     i = pl.int_range(n, eager=True)
     audio = pl.format("a{}", i)
     if changed_every:
@@ -75,6 +78,8 @@ def _root(n: int, changed_every: int = 0) -> pl.DataFrame:
         clip_id=pl.format("c{}", i),
         metaxy_data_version__audio=audio,
         metaxy_data_version__frames=pl.format("f{}", i),
+        # The partition column (all "p0" without column partitions): it passes downstream.
+        **{SPLIT: pl.format("p{}", i % max(values, 1))},
     )
 
 
@@ -91,34 +96,47 @@ def _median_tick(
     return statistics.median(times)
 
 
-def _count_all_shards(store: MetadataStore, shards: int, *, one_pass: bool) -> float:
-    """Seconds to count every shard of every non-root feature, in one pass or one per shard."""
+def _count_all(store: MetadataStore, partitions: MetaxyPartitions, *, one_pass: bool) -> float:
+    """Seconds to count every partition of every non-root feature, in one pass or one pass per
+    partition."""
     start = time.perf_counter()
     with store:  # one connection, as a sensor tick holds
-        _count(store, shards, one_pass=one_pass)
+        for feature in feature_graph().topological_order()[1:]:
+            _count(store, feature, partitions, one_pass=one_pass)
     return time.perf_counter() - start
 
 
-def _count(store: MetadataStore, shards: int, *, one_pass: bool) -> None:
-    for feature in feature_graph().topological_order()[1:]:
+def _count(
+    store: MetadataStore, feature: str, partitions: MetaxyPartitions, *, one_pass: bool
+) -> None:
+    if isinstance(partitions, HashShardPartitions):
         if one_pass:
-            store.count_update_by_shard(feature, shards)
+            store.count_update_by_shard(feature, partitions.count)
         else:
-            for index in range(shards):
-                store.count_update(feature, filter=HashShard(shards, index))
+            for index in range(partitions.count):
+                store.count_update(feature, filter=HashShard(partitions.count, index))
+        return
+    keys = partitions.partitions_def.get_partition_keys()
+    if one_pass:
+        store.count_update_by_column(feature, partitions.column, keys)
+    else:
+        for key in keys:
+            store.count_update(feature, filter=partitions.filter(key))
 
 
-def _shard_counting(store: MetadataStore, shards: int, ticks: int) -> dict[str, float]:
+def _partition_counting(
+    store: MetadataStore, partitions: MetaxyPartitions, ticks: int
+) -> dict[str, float]:
     """Median seconds of both ways of counting, interleaved, and their ratio."""
     one, per = [], []
     for _ in range(ticks):
-        one.append(_count_all_shards(store, shards, one_pass=True))
-        per.append(_count_all_shards(store, shards, one_pass=False))
-    one_pass, per_shard = statistics.median(one), statistics.median(per)
+        one.append(_count_all(store, partitions, one_pass=True))
+        per.append(_count_all(store, partitions, one_pass=False))
+    one_pass, per_partition = statistics.median(one), statistics.median(per)
     return {
         "one_pass": round(one_pass, 3),
-        "one_count_per_shard": round(per_shard, 3),
-        "ratio": round(per_shard / one_pass, 1),
+        "one_count_per_partition": round(per_partition, 3),
+        "ratio": round(per_partition / one_pass, 1),
     }
 
 
@@ -127,8 +145,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--ticks", type=int, default=5)
     parser.add_argument("--shards", type=int, default=0, help="hash shards of non-root assets")
+    parser.add_argument(
+        "--column-values", type=int, default=0, help="partitions by a column with this many values"
+    )
     args = parser.parse_args()
-    partitions = HashShardPartitions(args.shards) if args.shards else None
+    partitions: MetaxyPartitions | None = None
+    if args.shards:
+        partitions = HashShardPartitions(args.shards)
+    elif args.column_values:
+        values = [f"p{j}" for j in range(args.column_values)]
+        partitions = ColumnPartitions(SPLIT, dg.StaticPartitionsDefinition(values))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metaxy.duckdb"
         assets = []
@@ -142,7 +168,7 @@ def main() -> None:
         resource = MetaxyStoreResource(path=str(path))
         store = resource.get_store()
         start = time.perf_counter()
-        store.write("video/raw", _root(args.n))
+        store.write("video/raw", _root(args.n, values=args.column_values))
         for feature in feature_graph().topological_order()[1:]:
             store.write(feature, store.resolve_update(feature).new)
         setup = time.perf_counter() - start
@@ -151,18 +177,18 @@ def main() -> None:
         defs = dg.Definitions(assets=assets, sensors=[sensor], resources=resources)
 
         result: dict[str, object] = {"n": args.n, "features": 6, "shards": args.shards}
+        result["column_values"] = args.column_values
         result["setup_seconds"] = round(setup, 2)
         result["skip"] = _median_tick(sensor, defs, str(store.last_write_seq()), args.ticks)
         result["idle"] = _median_tick(sensor, defs, None, args.ticks)
-        if args.shards:
-            result["count_all_shards_idle"] = _shard_counting(store, args.shards, args.ticks)
-        store.write(
-            "video/raw", _root(args.n, changed_every=100).filter(pl.int_range(pl.len()) % 100 == 0)
-        )
+        if partitions is not None:
+            result["count_all_partitions_idle"] = _partition_counting(store, partitions, args.ticks)
+        changed = _root(args.n, changed_every=100, values=args.column_values)
+        store.write("video/raw", changed.filter(pl.int_range(pl.len()) % 100 == 0))
         result["changed_1pct"] = _median_tick(sensor, defs, None, args.ticks)
-        if args.shards:
-            result["count_all_shards_changed_1pct"] = _shard_counting(
-                store, args.shards, args.ticks
+        if partitions is not None:
+            result["count_all_partitions_changed_1pct"] = _partition_counting(
+                store, partitions, args.ticks
             )
         context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
         requested = sensor.evaluate_tick(context).run_requests or []
@@ -171,13 +197,19 @@ def main() -> None:
             feature = "/".join(request.asset_selection[0].path)  # type: ignore[index]
             runs[feature] = runs.get(feature, 0) + 1
         result["requested_runs"] = dict(sorted(runs.items()))
-        every = max(args.shards, 1)  # 1% of the samples reach every shard
+        every = max(args.shards, 1)  # 1% of the samples reach every hash shard
+        if args.column_values:  # the changed samples (i % 100 == 0) hold these values
+            every = len({i % args.column_values for i in range(0, args.n, 100)})
         assert result["requested_runs"] == {
             "audio/features": every,
             "audio/transcript": every,
             "video/crop": every,
         }, result["requested_runs"]
-    output = RESULTS.with_name(f"sensor_tick_shards{args.shards}.json") if args.shards else RESULTS
+    output = RESULTS
+    if args.shards:
+        output = RESULTS.with_name(f"sensor_tick_shards{args.shards}.json")
+    elif args.column_values:
+        output = RESULTS.with_name(f"sensor_tick_columns{args.column_values}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
