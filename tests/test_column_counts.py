@@ -72,6 +72,17 @@ def test_identity_lineage_with_moved_and_null_values(kind: str, tmp_path: Path) 
         check(store, feature, VALUES)
 
 
+def test_an_id_column_can_be_the_partition_column(kind: str, tmp_path: Path) -> None:
+    store = make_store(kind, reference_graph(), tmp_path)
+    store.write("video/raw", raw())
+    ids = ["v0001", "v0002", "nope"]
+    counts = store.count_update_by_column("video/crop", "video_id", ids)
+    assert counts == {
+        v: store.count_update("video/crop", filter=nw.col("video_id") == v) for v in ids
+    }
+    assert [c.new for c in counts.values()] == [1, 1, 0]
+
+
 def test_root_compared_with_given_samples(kind: str, tmp_path: Path) -> None:
     store = make_store(kind, reference_graph(), tmp_path)
     store.write("video/raw", raw().head(900))

@@ -315,7 +315,7 @@ class DuckDBEngine:
 
         renamed = [
             *map(quote, plan.id_columns),
-            *([stored_as(by, by)] if by else []),
+            *([stored_as(by, by)] if by and by not in plan.id_columns else []),
             stored_as(c.FEATURE_VERSION, STORED_VERSION),
             *(stored_as(c.provenance_column(f.field), stored_column(f.field)) for f in plan.fields),
             *(stored_as(n, stored_input(n)) for n in plan.change_inputs),
@@ -345,7 +345,7 @@ class DuckDBEngine:
             inputs = self._filter_expected(inputs, filter, plan, stored)
         if by is not None:
             inputs = f"(SELECT * FROM {inputs} WHERE {quote(by)} IS NOT NULL)"
-        on = [*plan.key, *([by] if by else [])]
+        on = list(dict.fromkeys([*plan.key, *([by] if by else [])]))
         needed = dict.fromkeys([*on, *plan.passthrough, *plan.change_inputs])
         joined_inputs = _joined_inputs(plan)
         if stored is None:

@@ -170,7 +170,7 @@ class PolarsEngine:
         renames = {c.FEATURE_VERSION: STORED_VERSION}
         renames.update({c.provenance_column(f.field): stored_column(f.field) for f in plan.fields})
         renames.update({n: stored_input(n) for n in plan.change_inputs})
-        wanted = [*plan.id_columns, *([by] if by else []), *renames]
+        wanted = list(dict.fromkeys([*plan.id_columns, *([by] if by else []), *renames]))
         # A filter may name any stored column (e.g. a partition column): then read them all.
         stored = self._scan(plan.feature, wanted if filter is None else None)
         if stored is None:
@@ -232,7 +232,7 @@ class PolarsEngine:
             return classify.all_new(plan, inputs)
         joined = inputs.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
             stored.with_columns(pl.lit(True).alias(STORED_MARK)),
-            on=[*plan.key, *([by] if by else [])],
+            on=list(dict.fromkeys([*plan.key, *([by] if by else [])])),
             how="full",
             coalesce=True,
         )
