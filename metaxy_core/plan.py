@@ -55,7 +55,7 @@ EXPECTED_MARK = "__metaxy_expected"
 STORED_MARK = "__metaxy_stored"
 STATUS = "__metaxy_status"
 STORED_VERSION = "__metaxy_stored_feature_version"
-SHARD = "__metaxy_shard"
+GROUP = "__metaxy_group"
 
 
 def input_column(upstream: int, field: str) -> str:

@@ -9,7 +9,7 @@ and cannot download extensions offline, so hashing in SQL would call a Python fu
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -31,7 +31,7 @@ from metaxy_core.hashing import (
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    SHARD,
+    GROUP,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
@@ -44,6 +44,7 @@ __all__ = ["DuckDBEngine", "quote", "sql_literal"]
 
 _view_ids = itertools.count()
 _MEMBER = "__metaxy_member"
+_NONE = IncrementCounts(0, 0, 0)
 
 
 def quote(identifier: str) -> str:
@@ -103,45 +104,14 @@ class DuckDBEngine:
         filter: SampleFilter | None = None,
     ) -> IncrementCounts:
         """Counts; new and orphaned are counted in SQL, only changed-input rows are hashed."""
-        try:
-            query, stored = self._candidates(plan, samples, filter)
-            if not stored:
-                rows = self._con.sql(f"SELECT count(*) FROM ({query})").fetchall()
-                return IncrementCounts(int(rows[0][0]), 0, 0)
-            new, orphaned = self._con.sql(
-                f"SELECT count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
-                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({query})"
-            ).fetchall()[0]
-            both = self._fetch(f"SELECT * FROM ({query}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
-        finally:
-            self._drop_views()
-        stale = classify.count(classify.classify(plan, both, with_reasons=False)).stale
-        return IncrementCounts(int(new), stale, int(orphaned))
+        return self._counts(plan, samples, filter, lambda query: "0").get(0, _NONE)
 
     def count_by_shard(
         self, plan: ResolvePlan, samples: pl.LazyFrame | None, shards: int
     ) -> list[IncrementCounts]:
-        """The counts of every hash shard in one pass: new and orphaned counted in SQL, only
-        changed-input rows hashed."""
-        try:
-            query, stored = self._candidates(plan, samples, None)
-            shard = self._shard(query, plan.key, shards)
-            sharded = f"SELECT *, {shard} AS {SHARD} FROM ({query})"
-            if not stored:
-                new = self._con.sql(f"SELECT {SHARD}, count(*), 0 FROM ({sharded}) GROUP BY ALL")
-                counts = _merge(new.fetchall(), {})
-                return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
-            rows = self._con.sql(
-                f"SELECT {SHARD}, count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
-                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({sharded}) GROUP BY ALL"
-            ).fetchall()
-            both = self._fetch(f"SELECT * FROM ({sharded}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
-        finally:
-            self._drop_views()
-        counts = _merge(
-            rows, classify.count_by(classify.classify(plan, both, with_reasons=False), SHARD)
-        )
-        return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
+        """The counts of every hash shard, in one pass."""
+        counts = self._counts(plan, samples, None, lambda q: self._shard(q, plan.key, shards))
+        return [counts.get(i, _NONE) for i in range(shards)]
 
     def count_by_column(
         self, plan: ResolvePlan, samples: pl.LazyFrame | None, column: str
@@ -154,24 +124,43 @@ class DuckDBEngine:
             expected_type = self._types(f"SELECT * FROM {self._inputs(plan, samples)}").get(column)
             table = self._table(plan.feature)
             stored_types = {} if table is None else self._types(f"SELECT * FROM {table}")
-            stored_type = stored_types.get(column, "VARCHAR")
-            if expected_type != "VARCHAR" or stored_type != "VARCHAR":
-                return None
-            query, stored = self._candidates(plan, samples, None, by=column)
-            by = quote(column)
-            if not stored:
-                new = self._con.sql(f"SELECT {by}, count(*), 0 FROM ({query}) GROUP BY ALL")
-                return _merge(new.fetchall(), {})
-            sides = self._con.sql(
-                f"SELECT {by}, count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
-                f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL) FROM ({query}) GROUP BY ALL"
-            ).fetchall()
-            both = self._fetch(f"SELECT * FROM ({query}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
         finally:
             self._drop_views()
-        return _merge(
-            sides, classify.count_by(classify.classify(plan, both, with_reasons=False), column)
-        )
+        if expected_type != "VARCHAR" or stored_types.get(column, "VARCHAR") != "VARCHAR":
+            return None
+        return self._counts(plan, samples, None, lambda query: quote(column), by=column)
+
+    def _counts(
+        self,
+        plan: ResolvePlan,
+        samples: pl.LazyFrame | None,
+        filter: SampleFilter | None,
+        group: Callable[[str], str],
+        by: str | None = None,
+    ) -> dict[Any, IncrementCounts]:
+        """Counts per value of the SQL ``group(candidates query)``: new and orphaned counted in
+        SQL, only changed-input rows fetched and hashed. ``by`` as :meth:`_candidates`."""
+        try:
+            query, stored = self._candidates(plan, samples, filter, by=by)
+            grouped = f"SELECT *, {group(query)} AS {GROUP} FROM ({query})"
+            sides = "count(*), 0"
+            if stored:
+                sides = (
+                    f"count(*) FILTER (WHERE {STORED_MARK} IS NULL), "
+                    f"count(*) FILTER (WHERE {EXPECTED_MARK} IS NULL)"
+                )
+            rows = self._con.sql(f"SELECT {GROUP}, {sides} FROM ({grouped}) GROUP BY ALL")
+            counts = {g: IncrementCounts(int(n), 0, int(o)) for g, n, o in rows.fetchall()}
+            if not stored:
+                return counts
+            both = self._fetch(f"SELECT * FROM ({grouped}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
+        finally:
+            self._drop_views()
+        stale = classify.count_by(classify.classify(plan, both, with_reasons=False), GROUP)
+        for g, found in stale.items():
+            known = counts.get(g, _NONE)
+            counts[g] = IncrementCounts(known.new, found.stale, known.orphaned)
+        return counts
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -371,17 +360,6 @@ class DuckDBEngine:
             f"FULL OUTER JOIN (SELECT *, true AS {STORED_MARK} FROM {stored}) USING ({using})"
         )
         return f"SELECT {', '.join(select)} FROM {joined} WHERE {candidate}", True
-
-
-def _merge(
-    sides: Sequence[tuple[Any, ...]], stale: Mapping[Any, IncrementCounts]
-) -> dict[Any, IncrementCounts]:
-    """Counts per group from SQL rows ``(group, new, orphaned)`` and stale counts per group."""
-    counts = {group: IncrementCounts(int(new), 0, int(orphaned)) for group, new, orphaned in sides}
-    for group, found in stale.items():
-        known = counts.get(group, IncrementCounts(0, 0, 0))
-        counts[group] = IncrementCounts(known.new, found.stale, known.orphaned)
-    return counts
 
 
 def _joined_inputs(plan: ResolvePlan) -> list[str]:

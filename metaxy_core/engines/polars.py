@@ -21,7 +21,7 @@ from metaxy_core.hashing import (
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    SHARD,
+    GROUP,
     STORED_MARK,
     STORED_VERSION,
     ResolvePlan,
@@ -118,8 +118,8 @@ class PolarsEngine:
     ) -> list[IncrementCounts]:
         """The counts of every hash shard, classifying each sample once."""
         classified = self._classified(plan, samples, None, with_reasons=False)
-        shard = shard_of(classified, plan.key, shards).alias(SHARD)
-        counts = classify.count_by(classified.with_columns(shard), SHARD)
+        shard = shard_of(classified, plan.key, shards).alias(GROUP)
+        counts = classify.count_by(classified.with_columns(shard), GROUP)
         return [counts.get(i, IncrementCounts(0, 0, 0)) for i in range(shards)]
 
     def count_by_column(
