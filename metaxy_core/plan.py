@@ -20,11 +20,9 @@ Polars plan or to SQL; both follow the same steps:
    unchanged provenance, so it is neither hashed nor returned. A stored child joins its
    parent, so all children of a changed parent are candidates, one row each.
 3. Hash each candidate field's recipe with its inputs; a differing provenance is **stale**.
-   The inputs of a field are first joined into one canonical string (one per distinct input
-   list, see :attr:`ResolvePlan.input_groups`) where the data is, so fields reading the same
-   inputs share that work and an engine moves one column per list instead of one per input.
-   A list that one field reads starts with that field's recipe, so its provenance is the hash
-   of the column; fields sharing a list hash their recipe followed by it.
+   The engine hands over the input columns as they are; the row hash
+   (:func:`metaxy_core.hashing.polars_hash`) reads them in place, without building the
+   canonical strings.
 
 **Group version** of a data version column ``v`` over the members of one group: each member
 is the canonical string of its upstream id values (their canonical text, see
@@ -48,7 +46,7 @@ from metaxy_core.definitions import FeatureDep, FieldRef, Lineage
 from metaxy_core.errors import DependencyError
 from metaxy_core.graph import FeatureGraph
 
-__all__ = ["FieldPlan", "JoinedInputs", "ResolvePlan", "UpstreamPlan", "build_plan"]
+__all__ = ["FieldPlan", "ResolvePlan", "UpstreamPlan", "build_plan"]
 
 # Internal column names, never seen by users.
 EXPECTED_MARK = "__metaxy_expected"
@@ -66,11 +64,6 @@ def input_column(upstream: int, field: str) -> str:
 def stored_input(column: str) -> str:
     """Name of the stored row's value of change input ``column`` in the compared frame."""
     return f"__metaxy_stored_in__{column}"
-
-
-def joined_column(group: int) -> str:
-    """Name of the canonical string of input list ``group`` in the expected frame."""
-    return f"__metaxy_joined{group}"
 
 
 def stored_column(field: str) -> str:
@@ -117,18 +110,6 @@ class FieldPlan:
 
 
 @dataclass(frozen=True)
-class JoinedInputs:
-    """An input list joined into one canonical string column, where the data is."""
-
-    column: str
-    inputs: tuple[str, ...]
-    recipe: str | None
-    """The recipe leading the string when a single field reads these inputs: that field's
-    provenance is then the hash of the column as it is. ``None`` when several fields share
-    the list; each prefixes its own recipe."""
-
-
-@dataclass(frozen=True)
 class ResolvePlan:
     """Everything an engine needs to resolve one feature."""
 
@@ -166,20 +147,9 @@ class ResolvePlan:
         return tuple(sorted({v for f in self.fields for v in f.code_changed_in}))
 
     @property
-    def input_groups(self) -> tuple[JoinedInputs, ...]:
-        """Each distinct non-empty input list of the fields, joined into one column."""
-        readers: dict[tuple[str, ...], list[FieldPlan]] = {}
-        for f in self.fields:
-            if f.inputs:
-                readers.setdefault(f.inputs, []).append(f)
-        return tuple(
-            JoinedInputs(joined_column(i), inputs, fields[0].recipe if len(fields) == 1 else None)
-            for i, (inputs, fields) in enumerate(readers.items())
-        )
-
-    def joined_inputs(self, field: FieldPlan) -> JoinedInputs | None:
-        """The joined input list ``field`` hashes, or ``None`` if it reads no input."""
-        return next((g for g in self.input_groups if g.inputs == field.inputs), None)
+    def inputs(self) -> tuple[str, ...]:
+        """The input columns of all fields, each once, in field order."""
+        return tuple(dict.fromkeys(i for f in self.fields for i in f.inputs))
 
     @property
     def carried(self) -> tuple[str, ...]:

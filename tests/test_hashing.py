@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaxy_core import hash_parts, hash_string
@@ -125,7 +125,7 @@ def test_distinct_part_lists_give_distinct_hashes() -> None:
 
 
 @pytest.mark.parametrize(("parts", "text", "expected"), GOLDEN_PARTS, ids=PART_IDS)
-def test_polars_literals(parts: list[str | None], text: str, expected: str) -> None:
+def test_polars_literals(row_hash: str, parts: list[str | None], text: str, expected: str) -> None:
     exprs = [pl.lit(p, dtype=pl.String) for p in parts]
     assert pl.select(h=polars_hash(exprs)).item() == expected
 
@@ -141,7 +141,7 @@ def padded_expected() -> list[str]:
     return [hash_parts([*parts, *["z"] * (3 - len(parts))]) for parts, _, _ in GOLDEN_PARTS]
 
 
-def test_polars_columns_eager_lazy_and_chunked() -> None:
+def test_polars_columns_eager_lazy_and_chunked(row_hash: str) -> None:
     frame = golden_frame()
     expr = polars_hash([pl.col("p0"), pl.col("p1"), pl.col("p2")])
     expected = padded_expected()
@@ -236,10 +236,12 @@ def part_rows(draw: st.DrawFn) -> list[list[str | None]]:
     return draw(st.lists(st.lists(part, min_size=width, max_size=width), min_size=1, max_size=8))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=part_rows())
 def test_python_polars_and_duckdb_agree(
-    duck: duckdb.DuckDBPyConnection, rows: list[list[str | None]]
+    duck: duckdb.DuckDBPyConnection, row_hash: str, rows: list[list[str | None]]
 ) -> None:
     width = len(rows[0])
     names = [f"p{j}" for j in range(width)]

@@ -2,7 +2,8 @@
 
 An engine joins the expected inputs with the stored rows and keeps the candidates (see
 :mod:`metaxy_core.plan`) wherever the data lives; the candidates are the only rows that leave
-it. Here they are hashed with the Rust xxhash64 of Polars and marked new, stale or orphaned.
+it. Here they are hashed (:func:`metaxy_core.hashing.polars_hash`, the C row hash when it is
+built) and marked new, stale or orphaned.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_canonical, polars_hash
+from metaxy_core.hashing import polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -28,7 +29,6 @@ __all__ = [
     "classify",
     "count",
     "count_by",
-    "join_inputs",
     "new_only",
     "provenance",
     "split",
@@ -37,30 +37,12 @@ __all__ = [
 _REASONS = [c.CHANGED_FIELDS, c.STALE_REASON]
 
 
-def join_inputs(plan: ResolvePlan) -> list[pl.Expr]:
-    """The joined input lists (:attr:`ResolvePlan.input_groups`) as Polars expressions; the
-    DuckDB engine builds the same strings in SQL."""
-    return [
-        polars_canonical(
-            [*([pl.lit(g.recipe)] if g.recipe else []), *(pl.col(i) for i in g.inputs)]
-        ).alias(g.column)
-        for g in plan.input_groups
-    ]
-
-
 def provenance(plan: ResolvePlan) -> list[pl.Expr]:
-    """The expected provenance of every field: the hash of its recipe and joined inputs."""
-    exprs = []
-    for f in plan.fields:
-        joined = plan.joined_inputs(f)
-        if joined is None:
-            parts = [pl.lit(f.recipe)]
-        elif joined.recipe is None:
-            parts = [pl.lit(f.recipe), pl.col(joined.column)]
-        else:  # the column starts with this field's recipe
-            parts = [pl.col(joined.column)]
-        exprs.append(polars_hash(parts).alias(c.provenance_column(f.field)))
-    return exprs
+    """The expected provenance of every field: the hash of its recipe and inputs."""
+    return [
+        polars_hash([f.recipe, *map(pl.col, f.inputs)]).alias(c.provenance_column(f.field))
+        for f in plan.fields
+    ]
 
 
 def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:

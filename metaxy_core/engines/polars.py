@@ -140,17 +140,17 @@ class PolarsEngine:
     # -- steps ----------------------------------------------------------------------------------
 
     def _inputs(self, plan: ResolvePlan, samples: pl.LazyFrame | None) -> pl.LazyFrame:
-        """The expected rows, with the joined input lists that provenance hashes."""
+        """The expected rows: the given samples of a root, else the joined upstream rows."""
         if plan.is_root:
             if samples is None:
                 raise ValueError(f"root feature {plan.feature!r} is resolved against samples")
-            return samples.with_columns(classify.join_inputs(plan))
+            return samples
         joined = self._upstream(plan.upstreams[0])
         for up in plan.upstreams[1:]:
             joined = joined.join(
                 self._upstream(up), on=list(up.on), how="left" if up.optional else "inner"
             )
-        return joined.with_columns(classify.join_inputs(plan))
+        return joined
 
     def _upstream(self, up: UpstreamPlan) -> pl.LazyFrame:
         """One upstream's current rows, filtered, grouped when aggregated, renamed."""

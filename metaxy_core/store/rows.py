@@ -180,7 +180,7 @@ def prepare_rows(
     versions = graph.versions
     if spec.is_root:
         provenance = [
-            polars_hash([pl.lit(versions.recipes[FieldRef(spec.key, f)]), pl.col(dv)]).alias(p)
+            polars_hash([versions.recipes[FieldRef(spec.key, f)], pl.col(dv)]).alias(p)
             for f, dv, p in zip(fields, dv_cols, prov_cols, strict=True)
         ]
         frame = frame.with_columns(provenance)
