@@ -109,6 +109,37 @@ static inline uint64_t hex8(uint32_t x) {
     return BIG(v, 64); /* the most significant digit first in memory */
 }
 
+/* memcpy of a short string: values are mostly hex digests (16 bytes), and a call to memcpy
+ * with a length it cannot see costs more than the copy. Fixed-size moves that overlap in the
+ * middle cover every length up to 32 without reading or writing past either end. */
+static inline void copy(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t head, tail;
+        memcpy(&head, src, 8);
+        memcpy(&tail, src + n - 8, 8);
+        memcpy(dst, &head, 8);
+        memcpy(dst + n - 8, &tail, 8);
+    } else if (n > 16 && n <= 32) {
+        uint8_t head[16], tail[16];
+        memcpy(head, src, 16);
+        memcpy(tail, src + n - 16, 16);
+        memcpy(dst, head, 16);
+        memcpy(dst + n - 16, tail, 16);
+    } else if (n >= 4 && n < 8) {
+        uint32_t head, tail;
+        memcpy(&head, src, 4);
+        memcpy(&tail, src + n - 4, 4);
+        memcpy(dst, &head, 4);
+        memcpy(dst + n - 4, &tail, 4);
+    } else if (n > 0 && n < 4) {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    } else if (n > 32) {
+        memcpy(dst, src, n);
+    }
+}
+
 enum { OFFSETS32 = 0, OFFSETS64 = 1, VIEWS = 2 };
 
 /* One Arrow string column, from its first row to hash. */
@@ -182,7 +213,7 @@ EXPORT int metaxy_hash_rows(int64_t n, const column_t *cols, int32_t ncols,
         for (int64_t r = 0; r < rows; r++) {
             starts[r] = len;
             if (grow(&buf, &cap, len + (size_t)prefix_len) != 0) goto oom;
-            memcpy(buf + len, prefix, (size_t)prefix_len);
+            copy(buf + len, prefix, (size_t)prefix_len);
             len += (size_t)prefix_len;
             for (int32_t k = 0; k < ncols; k++) {
                 const uint8_t *s;
@@ -190,7 +221,7 @@ EXPORT int metaxy_hash_rows(int64_t n, const column_t *cols, int32_t ncols,
                 value(&cols[k], cols[k].offset + first + r, &sentinel, &s, &sl);
                 if (grow(&buf, &cap, len + sl + 1) != 0) goto oom;
                 if (k > 0 || has_prefix) buf[len++] = sep;
-                memcpy(buf + len, s, sl);
+                copy(buf + len, s, sl);
                 len += sl;
             }
         }
