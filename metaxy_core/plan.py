@@ -56,9 +56,12 @@ STORED_VERSION = "__metaxy_stored_feature_version"
 GROUP = "__metaxy_group"
 
 
+INPUT_PREFIX = "__metaxy_in"
+
+
 def input_column(upstream: int, field: str) -> str:
     """Name of upstream ``upstream``'s data version of ``field`` in the joined frame."""
-    return f"__metaxy_in{upstream}__{field}"
+    return f"{INPUT_PREFIX}{upstream}__{field}"
 
 
 def stored_input(column: str) -> str:

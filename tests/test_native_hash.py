@@ -42,9 +42,7 @@ def random_values(n: int, seed: int) -> list[str | None]:
 
 def chunked(values: list[str | None], layout: pa.DataType, cuts: list[int]) -> pa.ChunkedArray:
     bounds = [0, *cuts, len(values)]
-    return pa.chunked_array(
-        [pa.array(values[a:b], layout) for a, b in pairwise(bounds)], layout
-    )
+    return pa.chunked_array([pa.array(values[a:b], layout) for a, b in pairwise(bounds)], layout)
 
 
 def test_the_library_was_built() -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_hash
+from metaxy_core import native_hash
+from metaxy_core.hashing import hash_parts, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
+    INPUT_PREFIX,
     STATUS,
     STORED_MARK,
     STORED_VERSION,
@@ -29,6 +32,7 @@ __all__ = [
     "classify",
     "count",
     "count_by",
+    "hash_arrow",
     "new_only",
     "provenance",
     "split",
@@ -45,25 +49,69 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
     ]
 
 
-def all_new(plan: ResolvePlan, inputs: pl.LazyFrame) -> pl.LazyFrame:
-    """Classification when nothing is stored yet: every expected sample is new."""
-    return inputs.with_columns(
+def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
+    """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
+
+    The C row hash reads the input columns where Arrow has them, so input columns that nothing
+    else needs are never converted to Polars. Without the C row hash, or when an input is not
+    a string, the rows are converted whole and hashed by :func:`provenance`.
+    """
+    if not native_hash.available() or not all(
+        rows.schema.field(i).type in _STRINGS for i in plan.inputs
+    ):
+        return _polars(rows).lazy().with_columns(provenance(plan))
+    hashed = [
+        _series(
+            c.provenance_column(f.field),
+            native_hash.hash_columns([f.recipe], [rows.column(i) for i in f.inputs]),
+        )
+        for f in plan.fields
+        if f.inputs
+    ]
+    constant = [
+        pl.lit(hash_parts([f.recipe])).alias(c.provenance_column(f.field))
+        for f in plan.fields
+        if not f.inputs
+    ]
+    only_hashed = [i for i in plan.inputs if i.startswith(INPUT_PREFIX)]
+    return _polars(rows.drop_columns(only_hashed)).lazy().with_columns(*hashed, *constant)
+
+
+_STRINGS = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def _polars(rows: pa.Table) -> pl.DataFrame:
+    # DuckDB hands over ~120k-row batches; keeping them as chunks spares a copy of every row.
+    frame = pl.from_arrow(rows, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _series(name: str, values: pa.ChunkedArray) -> pl.Series:
+    series = pl.from_arrow(values, rechunk=False)
+    assert isinstance(series, pl.Series)
+    return series.alias(name)
+
+
+def all_new(plan: ResolvePlan, hashed: pl.LazyFrame) -> pl.LazyFrame:
+    """Classification when nothing is stored yet: every expected sample (with its provenance,
+    see :func:`provenance`) is new."""
+    return hashed.with_columns(
         *(pl.lit(None, pl.String).alias(i) for i in plan.child_columns),
-        *provenance(plan),
         pl.lit("new").alias(STATUS),
         pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),
         pl.lit(None, pl.String).alias(c.STALE_REASON),
     )
 
 
-def new_only(plan: ResolvePlan, inputs: pl.LazyFrame) -> Increment:
+def new_only(plan: ResolvePlan, hashed: pl.LazyFrame) -> Increment:
     """The increment when nothing is stored yet: every expected sample is new, nothing else.
 
-    The same rows as ``split(plan, all_new(plan, inputs))`` without building and splitting
+    The same rows as ``split(plan, all_new(plan, hashed))`` without building and splitting
     status columns over every sample.
     """
     out = [*plan.id_columns, *plan.passthrough, *plan.carried]
-    new = all_new(plan, inputs).select(out).collect()
+    new = all_new(plan, hashed).select(out).collect()
     stale = new.clear().with_columns(
         pl.lit(None, pl.List(pl.String)).alias(c.CHANGED_FIELDS),
         pl.lit(None, pl.String).alias(c.STALE_REASON),
@@ -80,9 +128,9 @@ def _in_versions(versions: tuple[str, ...]) -> pl.Expr:
     return pl.col(STORED_VERSION).is_in(list(versions)) if versions else pl.lit(False)
 
 
-def classify(plan: ResolvePlan, candidates: pl.LazyFrame, *, with_reasons: bool) -> pl.LazyFrame:
-    """Candidates with provenance, status and (``with_reasons``) the changed fields and why."""
-    hashed = candidates.with_columns(provenance(plan))
+def classify(plan: ResolvePlan, hashed: pl.LazyFrame, *, with_reasons: bool) -> pl.LazyFrame:
+    """Candidates (with their expected provenance, see :func:`provenance`) with their status
+    and (``with_reasons``) the changed fields and why."""
     changed = {
         f.field: pl.col(c.provenance_column(f.field)).ne_missing(pl.col(stored(f.field)))
         for f in plan.fields

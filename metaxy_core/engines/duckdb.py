@@ -1,10 +1,11 @@
 """The DuckDB engine: joins and candidate selection as SQL inside the store's file.
 
 Only the candidates leave DuckDB (new samples, orphaned ones, and those whose inputs changed),
-with their input columns as they are stored, as Arrow string views that Polars takes without a
-copy; :mod:`metaxy_core.engines.classify` hashes and classifies them. DuckDB has no native
-xxhash64 and cannot download extensions offline, and a Python function in SQL is called per
-2,048-row vector (a 1M-row hash that way took 2 s, against 20 ms for the row hash outside).
+as Arrow, with their input columns as they are stored; :mod:`metaxy_core.engines.classify`
+hashes those in place (they are never converted to Polars) and classifies the candidates.
+DuckDB has no native xxhash64 and cannot download extensions offline, and a Python function in
+SQL is called per 2,048-row vector (a 1M-row hash that way took 2 s, against 20 ms for the row
+hash outside).
 """
 
 from __future__ import annotations
@@ -73,12 +74,10 @@ class DuckDBEngine:
         """Key and passthrough columns, expected provenance and change inputs of every expected
         sample (of every parent, for an expansion)."""
         try:
-            inputs = self._fetch(f"SELECT * FROM {self._inputs(plan, samples)}")
+            hashed = self._fetch(f"SELECT * FROM {self._inputs(plan, samples)}", plan)
         finally:
             self._drop_views()
-        return inputs.with_columns(classify.provenance(plan)).select(
-            *plan.key, *plan.passthrough, *plan.carried
-        )
+        return hashed.select(*plan.key, *plan.passthrough, *plan.carried)
 
     def resolve(
         self,
@@ -89,12 +88,12 @@ class DuckDBEngine:
         """New, stale and orphaned samples; only candidates leave DuckDB."""
         try:
             query, stored = self._candidates(plan, samples, filter)
-            candidates = self._fetch(query)
+            hashed = self._fetch(query, plan)
         finally:
             self._drop_views()
         if not stored:
-            return classify.new_only(plan, candidates)
-        return classify.split(plan, classify.classify(plan, candidates, with_reasons=True))
+            return classify.new_only(plan, hashed)
+        return classify.split(plan, classify.classify(plan, hashed, with_reasons=True))
 
     def count(
         self,
@@ -152,7 +151,9 @@ class DuckDBEngine:
             counts = {g: IncrementCounts(int(n), 0, int(o)) for g, n, o in rows.fetchall()}
             if not stored:
                 return counts
-            both = self._fetch(f"SELECT * FROM ({grouped}) WHERE {STORED_MARK} AND {EXPECTED_MARK}")
+            both = self._fetch(
+                f"SELECT * FROM ({grouped}) WHERE {STORED_MARK} AND {EXPECTED_MARK}", plan
+            )
         finally:
             self._drop_views()
         stale = classify.count_by(classify.classify(plan, both, with_reasons=False), GROUP)
@@ -163,11 +164,9 @@ class DuckDBEngine:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _fetch(self, query: str) -> pl.LazyFrame:
-        # DuckDB hands over ~120k-row batches; keeping them as chunks spares a copy of every row.
-        frame = pl.from_arrow(self._con.sql(query).to_arrow_table(), rechunk=False)
-        assert isinstance(frame, pl.DataFrame)
-        return frame.lazy()
+    def _fetch(self, query: str, plan: ResolvePlan) -> pl.LazyFrame:
+        """The rows of ``query``, hashed (see :func:`classify.hash_arrow`)."""
+        return classify.hash_arrow(plan, self._con.sql(query).to_arrow_table())
 
     def _shard(self, query: str, ids: Sequence[str], shards: int) -> str:
         """SQL of the hash shard (of ``shards``) of each row of ``query``, from its ``ids``."""

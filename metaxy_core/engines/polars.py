@@ -229,7 +229,7 @@ class PolarsEngine:
         if by is not None:
             inputs = inputs.filter(pl.col(by).is_not_null())
         if stored is None:
-            return classify.all_new(plan, inputs)
+            return classify.all_new(plan, inputs.with_columns(classify.provenance(plan)))
         joined = inputs.with_columns(pl.lit(True).alias(EXPECTED_MARK)).join(
             stored.with_columns(pl.lit(True).alias(STORED_MARK)),
             on=list(dict.fromkeys([*plan.key, *([by] if by else [])])),
@@ -242,4 +242,5 @@ class PolarsEngine:
             classify.code_changed(plan),
             *(pl.col(n).ne_missing(pl.col(stored_input(n))) for n in plan.change_inputs),
         )
-        return classify.classify(plan, joined.filter(candidate), with_reasons=with_reasons)
+        hashed = joined.filter(candidate).with_columns(classify.provenance(plan))
+        return classify.classify(plan, hashed, with_reasons=with_reasons)

@@ -156,10 +156,8 @@ class DuckDBMetadataStore(MetadataStore):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(self.path)
         try:
-            # Rows leave DuckDB as Arrow string views, which Polars (it stores strings as views)
-            # and the row hash take without a copy; DuckDB makes views only for Arrow 1.4+.
-            con.execute("SET produce_arrow_string_view = true")
-            con.execute("SET arrow_output_version = '1.5'")
+            # DuckDB's default Arrow output is kept on purpose: plain strings export faster than
+            # string views, and the row hash reads either in place (engines/classify.py).
             self._check_format(con)
         except BaseException:
             con.close()
