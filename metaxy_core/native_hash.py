@@ -18,8 +18,10 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -83,16 +85,18 @@ def _load() -> ctypes.CDLL | None:
 _LIB: Final = _load()
 _EMPTY: Final = ctypes.create_string_buffer(1)  # stands in for the missing buffer of "" values
 _pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock: Final = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
     """This process's worker threads (a forked child gets its own: threads do not survive a
     fork)."""
     pid = os.getpid()
-    if pid not in _pools:
-        _pools.clear()
-        _pools[pid] = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
-    return _pools[pid]
+    with _pools_lock:
+        if pid not in _pools:
+            _pools.clear()
+            _pools[pid] = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+        return _pools[pid]
 
 
 def available() -> bool:
@@ -114,25 +118,54 @@ def _column(array: pa.Array, start: int, keep: list[object]) -> _Column:
     return _Column(layout, array.offset + start, validity, buffers[1].address, pointers)
 
 
-def _call(job: tuple[int, ctypes.Array[_Column], bytes, bool, int, int, int]) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """One call into C: ``rows`` rows of ``columns`` from output row ``first``."""
+
+    rows: int
+    columns: ctypes.Array[_Column]
+    prefix: bytes
+    has_prefix: bool
+    first: int
+    view_offset: int
+    memory: tuple[object, ...]
+    """The inputs and outputs the call reads and writes through raw addresses: a job holds
+    them, so they outlive a caller interrupted while the job still runs."""
+
+
+def _call(job: _Job, hexes: np.ndarray, views: np.ndarray) -> None:
     assert _LIB is not None
-    n, cols, prefix, has_prefix, hex_at, views_at, view_offset = job
     status = _LIB.metaxy_hash_rows(
-        n,
-        cols,
-        len(cols),
-        prefix,
-        len(prefix),
-        int(has_prefix),
+        job.rows,
+        job.columns,
+        len(job.columns),
+        job.prefix,
+        len(job.prefix),
+        int(job.has_prefix),
         _SEPARATOR,
         _SENTINEL,
         _SEED,
-        hex_at,
-        views_at,
-        view_offset,
+        hexes.ctypes.data + 16 * job.first,
+        views.ctypes.data + 16 * job.first,
+        job.view_offset,
     )
     if status != 0:
         raise MemoryError("out of memory while hashing rows")
+
+
+def _run(jobs: list[_Job], hexes: np.ndarray, views: np.ndarray) -> None:
+    """Run the jobs on the worker threads; return (or raise the first error) only once none
+    is running any more."""
+    if len(jobs) == 1:
+        _call(jobs[0], hexes, views)
+        return
+    futures: list[Future[None]] = []
+    try:
+        futures = [_pool().submit(_call, job, hexes, views) for job in jobs]
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()
 
 
 def hash_columns(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> pa.ChunkedArray:
@@ -147,26 +180,24 @@ def hash_columns(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> p
     hexes = np.empty(16 * n, dtype=np.uint8)
     views = np.empty(16 * n, dtype=np.uint8)
     keep: list[object] = []
+    memory = (table, keep)
     jobs = []
     bounds: list[tuple[int, int]] = []  # (first row, rows) of each output chunk
     row = 0
     for batch in table.to_batches():
         chunk = batch.columns
+        keep.append(batch)
         for at in range(0, batch.num_rows, _MAX_CHUNK):
             rows = min(_MAX_CHUNK, batch.num_rows - at)
             bounds.append((row + at, rows))
             for step in range(0, rows, _STEP):
-                m = min(_STEP, rows - step)
                 cols = (_Column * len(chunk))(*(_column(a, at + step, keep) for a in chunk))
                 first = row + at + step
-                hex_at = hexes.ctypes.data + 16 * first
-                views_at = views.ctypes.data + 16 * first
-                jobs.append((m, cols, joined, bool(prefix), hex_at, views_at, 16 * step))
+                m = min(_STEP, rows - step)
+                jobs.append(_Job(m, cols, joined, bool(prefix), first, 16 * step, memory))
         row += batch.num_rows
-    if len(jobs) > 1:
-        list(_pool().map(_call, jobs))
-    elif jobs:
-        _call(jobs[0])
+    if jobs:
+        _run(jobs, hexes, views)
     hex_buffer, view_buffer = pa.py_buffer(hexes), pa.py_buffer(views)
     return pa.chunked_array(
         [

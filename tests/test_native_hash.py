@@ -4,6 +4,7 @@ bits as the Polars fallback that runs where it is not built."""
 from __future__ import annotations
 
 import random
+import time
 from itertools import pairwise
 
 import polars as pl
@@ -12,7 +13,9 @@ import pytest
 
 from metaxy_core import columns as c
 from metaxy_core import hash_parts, native_hash
+from metaxy_core.engines import classify
 from metaxy_core.hashing import polars_hash
+from metaxy_core.plan import build_plan, input_column
 from metaxy_core.testing import make_store, root_samples
 from tests.reference import reference_graph
 
@@ -154,3 +157,52 @@ def test_a_pipeline_stores_the_same_bits_on_both_paths(
     for name, frame in native.items():
         assert frame.equals(fallback[name]), name
     assert native["audio/transcript stale"].height == 3
+
+
+def test_blocks_of_long_values() -> None:
+    # 20 values of 150 KB: the C code starts a new block once one holds 1 MiB.
+    values: list[str | None] = [chr(97 + i) * 150_000 for i in range(20)]
+    got = native_hash.hash_columns(["p"], [pa.chunked_array([values])])
+    assert got.to_pylist() == [hash_parts(["p", v]) for v in values]
+
+
+def test_an_error_in_one_job_waits_for_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The jobs write through raw addresses: hash_columns must not return (or raise, which
+    # frees its buffers) while any job still runs.
+    finished: list[int] = []
+
+    def call(job: native_hash._Job, hexes: object, views: object) -> None:
+        if job.first == 0:
+            raise MemoryError("out of memory while hashing rows")
+        time.sleep(0.2)
+        finished.append(job.first)
+
+    monkeypatch.setattr(native_hash, "_call", call)
+    values: list[str | None] = ["x"] * (3 * 65_536)
+    with pytest.raises(MemoryError, match="out of memory while hashing rows"):
+        native_hash.hash_columns([], [pa.chunked_array([values])])
+    assert sorted(finished) == [65_536, 131_072]
+
+
+def test_hash_arrow_gives_the_same_frame_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = reference_graph()
+    plan = build_plan(graph, "video/crop", upstream_columns={"video/raw": []})
+    n = 300
+    audio, frames = random_values(n, 5), random_values(n, 6)
+    rows = pa.table(
+        {
+            "video_id": [f"v{i}" for i in range(n)],
+            c.upstream_data_version_column("video/raw"): [f"u{i}" for i in range(n)],
+            input_column(0, "audio"): audio,
+            input_column(0, "frames"): frames,
+        }
+    )
+    native = classify.hash_arrow(plan, rows).collect()
+    monkeypatch.setattr(native_hash, "_LIB", None)
+    fallback = classify.hash_arrow(plan, rows).collect()
+    # Input columns only the hash reads stay in Arrow on the C path.
+    assert native.equals(fallback.drop(input_column(0, "audio"), input_column(0, "frames")))
+    recipes = {f.field: f.recipe for f in plan.fields}
+    assert native[c.provenance_column("audio")].to_list() == [
+        hash_parts([recipes["audio"], a]) for a in audio
+    ]

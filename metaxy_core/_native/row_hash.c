@@ -152,6 +152,7 @@ typedef struct {
 } column_t;
 
 #define BLOCK 256
+#define BLOCK_BYTES (1 << 20)
 
 static int grow(uint8_t **buf, size_t *cap, size_t need) {
     if (need <= *cap) return 0;
@@ -207,10 +208,13 @@ EXPORT int metaxy_hash_rows(int64_t n, const column_t *cols, int32_t ncols,
     size_t starts[BLOCK + 1];
     uint8_t *buf = malloc(cap);
     if (!buf) return -1;
-    for (int64_t first = 0; first < n; first += BLOCK) {
-        int64_t rows = n - first < BLOCK ? n - first : BLOCK;
+    int64_t rows;
+    for (int64_t first = 0; first < n; first += rows) {
         size_t len = 0;
-        for (int64_t r = 0; r < rows; r++) {
+        /* Up to BLOCK rows, and no more rows once the buffer holds BLOCK_BYTES: a block of very
+         * long values stays one row long instead of growing the buffer without bound. */
+        for (rows = 0; rows < BLOCK && first + rows < n && len < BLOCK_BYTES; rows++) {
+            int64_t r = rows;
             starts[r] = len;
             if (grow(&buf, &cap, len + (size_t)prefix_len) != 0) goto oom;
             copy(buf + len, prefix, (size_t)prefix_len);

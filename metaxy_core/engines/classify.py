@@ -65,16 +65,12 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
             c.provenance_column(f.field),
             native_hash.hash_columns([f.recipe], [rows.column(i) for i in f.inputs]),
         )
-        for f in plan.fields
         if f.inputs
-    ]
-    constant = [
-        pl.lit(hash_parts([f.recipe])).alias(c.provenance_column(f.field))
+        else pl.lit(hash_parts([f.recipe])).alias(c.provenance_column(f.field))
         for f in plan.fields
-        if not f.inputs
     ]
     only_hashed = [i for i in plan.inputs if i.startswith(INPUT_PREFIX)]
-    return _polars(rows.drop_columns(only_hashed)).lazy().with_columns(*hashed, *constant)
+    return _polars(rows.drop_columns(only_hashed)).lazy().with_columns(hashed)
 
 
 _STRINGS = (pa.string(), pa.large_string(), pa.string_view())
