@@ -37,15 +37,14 @@ __all__ = [
     "NULL_SENTINEL",
     "SEED",
     "SEPARATOR",
+    "arrow_hash",
     "canonical",
     "hash_parts",
     "hash_string",
-    "polars_canonical",
     "polars_hash",
     "polars_hash_u64",
     "polars_id_text",
     "register_duckdb_hash",
-    "sql_canonical",
     "sql_hash",
     "sql_id_text",
 ]
@@ -117,18 +116,12 @@ def _hex_series(hashes: pl.Series) -> pl.Series:
     return pl.Series(hashes.name, _u64_to_hex(hashes.to_numpy()), dtype=pl.String)
 
 
-def polars_canonical(parts: Sequence[pl.Expr]) -> pl.Expr:
-    """A Polars expression of the canonical string of ``parts``; never null."""
-    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
-    if len(filled) == 1:  # one part is its own canonical string: no copy
-        return filled[0]
-    return plh.concat_str(*filled, separator=SEPARATOR)
-
-
 def polars_hash_u64(parts: Sequence[pl.Expr]) -> pl.Expr:
     """Like :func:`polars_hash`, as the unsigned 64-bit integer before hex rendering."""
-    canonical = cast("plh.HExpr", polars_canonical(parts))  # the plugin's namespace, typed
-    return canonical.nchash.xxhash64(seed=SEED)
+    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
+    # One part is its own canonical string: no copy.
+    joined = filled[0] if len(filled) == 1 else plh.concat_str(*filled, separator=SEPARATOR)
+    return cast("plh.HExpr", joined).nchash.xxhash64(seed=SEED)  # the plugin's namespace
 
 
 def polars_hash(parts: Sequence[pl.Expr | str]) -> pl.Expr:
@@ -157,10 +150,18 @@ def polars_hash(parts: Sequence[pl.Expr | str]) -> pl.Expr:
     )
 
 
+def arrow_hash(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> pa.ChunkedArray:
+    """``hash_parts([*prefix, *row])`` of every row of Arrow string ``columns``, by the C row
+    hash (:mod:`metaxy_core.native_hash`; check ``native_hash.available()`` first)."""
+    return native_hash.hash_columns(
+        prefix, columns, separator=SEPARATOR, sentinel=NULL_SENTINEL, seed=SEED
+    )
+
+
 def _native_batch(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
     """Hash the rows of a struct of string parts with the C row hash, without copying them."""
     table = parts.struct.unnest().to_arrow(compat_level=pl.CompatLevel.newest())
-    hashed = pl.from_arrow(native_hash.hash_columns(prefix, table.columns), rechunk=False)
+    hashed = pl.from_arrow(arrow_hash(prefix, table.columns), rechunk=False)
     assert isinstance(hashed, pl.Series)
     return hashed.alias(parts.name)
 
@@ -196,13 +197,8 @@ def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
             )
 
 
-def sql_canonical(parts: Sequence[str]) -> str:
-    """SQL of the canonical string of ``parts`` (SQL expressions); never null."""
-    filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
-    return f"concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)})"
-
-
 def sql_hash(parts: Sequence[str], *, as_u64: bool = False) -> str:
     """SQL hashing the canonical string of ``parts`` (SQL string expressions)."""
+    filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
     function = DUCKDB_U64 if as_u64 else DUCKDB_FUNCTION
-    return f"{function}({sql_canonical(parts)})"
+    return f"{function}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"

@@ -5,12 +5,16 @@
 :mod:`metaxy_core.hashing` falls back to Polars expressions with the same bits, only slower.
 Set ``METAXY_NATIVE_HASH=0`` to use that fallback on purpose.
 
+The canonical form (separator, null sentinel, seed) is the caller's:
+:func:`metaxy_core.hashing.arrow_hash` passes metaxy's.
+
 >>> import pyarrow as pa
+>>> column = pa.chunked_array([["b"]])
 >>> if available():
-...     print(hash_columns(["a"], [pa.chunked_array([["b"]])]).to_pylist())
+...     print(hash_columns(["a"], [column], separator="|", sentinel="~", seed=42).to_pylist())
 ... else:
-...     print(["6a835b976ec3fa9e"])
-['6a835b976ec3fa9e']
+...     print(["1adbc9b2628d52d7"])
+['1adbc9b2628d52d7']
 """
 
 from __future__ import annotations
@@ -28,11 +32,8 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["available", "hash_columns"]
+__all__ = ["available", "hash_columns", "reads"]
 
-_SEED: Final = 42
-_SEPARATOR: Final = 0x1F
-_SENTINEL: Final = 0x1E
 # Rows per call into C: small enough to spread a column over the cores, large enough that the
 # call costs nothing; and at most this many rows in one output chunk (32-bit view offsets).
 _STEP: Final = 1 << 16
@@ -104,6 +105,11 @@ def available() -> bool:
     return _LIB is not None
 
 
+def reads(type: pa.DataType) -> bool:
+    """True for the Arrow types :func:`hash_columns` reads in place (strings and binaries)."""
+    return type in _LAYOUTS
+
+
 def _column(array: pa.Array, start: int, keep: list[object]) -> _Column:
     """The C view of ``array`` from row ``start``; ``keep`` holds what must outlive the call."""
     layout = _LAYOUTS.get(array.type)
@@ -126,6 +132,8 @@ class _Job:
     columns: ctypes.Array[_Column]
     prefix: bytes
     has_prefix: bool
+    canonical: tuple[int, int, int]
+    """The separator byte, the null sentinel byte and the seed."""
     first: int
     view_offset: int
     memory: tuple[object, ...]
@@ -142,9 +150,7 @@ def _call(job: _Job, hexes: np.ndarray, views: np.ndarray) -> None:
         job.prefix,
         len(job.prefix),
         int(job.has_prefix),
-        _SEPARATOR,
-        _SENTINEL,
-        _SEED,
+        *job.canonical,
         hexes.ctypes.data + 16 * job.first,
         views.ctypes.data + 16 * job.first,
         job.view_offset,
@@ -168,12 +174,23 @@ def _run(jobs: list[_Job], hexes: np.ndarray, views: np.ndarray) -> None:
         future.result()
 
 
-def hash_columns(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> pa.ChunkedArray:
-    """``hash_parts([*prefix, *row])`` of every row of ``columns`` (equally chunked Arrow
-    string columns; at least one), as Arrow string views chunked like the input."""
+def hash_columns(
+    prefix: Sequence[str],
+    columns: Sequence[pa.ChunkedArray],
+    *,
+    separator: str,
+    sentinel: str,
+    seed: int,
+) -> pa.ChunkedArray:
+    """XXH64 (``seed``) as 16 hex digits of each row's ``prefix`` and values of ``columns``
+    (Arrow strings; at least one column), joined by ``separator``, a null written as
+    ``sentinel`` (one ASCII character each); Arrow string views chunked like the input."""
     if _LIB is None:
         raise RuntimeError("the native hash library is not built; use metaxy_core.hashing")
-    joined = "\x1f".join(prefix).encode("utf-8")
+    if not (len(separator) == len(sentinel) == 1 and (separator + sentinel).isascii()):
+        raise ValueError("the separator and the null sentinel must be one ASCII character each")
+    joined = separator.join(prefix).encode("utf-8")
+    canonical = (ord(separator), ord(sentinel), seed)
     # Batches of a table are its columns' chunks, sliced where their boundaries differ.
     table = pa.Table.from_arrays(list(columns), names=[str(i) for i in range(len(columns))])
     n = table.num_rows
@@ -194,7 +211,8 @@ def hash_columns(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> p
                 cols = (_Column * len(chunk))(*(_column(a, at + step, keep) for a in chunk))
                 first = row + at + step
                 m = min(_STEP, rows - step)
-                jobs.append(_Job(m, cols, joined, bool(prefix), first, 16 * step, memory))
+                job = _Job(m, cols, joined, bool(prefix), canonical, first, 16 * step, memory)
+                jobs.append(job)
         row += batch.num_rows
     if jobs:
         _run(jobs, hexes, views)

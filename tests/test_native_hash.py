@@ -10,11 +10,12 @@ from itertools import pairwise
 import polars as pl
 import pyarrow as pa
 import pytest
+import xxhash
 
 from metaxy_core import columns as c
 from metaxy_core import hash_parts, native_hash
 from metaxy_core.engines import classify
-from metaxy_core.hashing import polars_hash
+from metaxy_core.hashing import arrow_hash, polars_hash
 from metaxy_core.plan import build_plan, input_column
 from metaxy_core.testing import make_store, root_samples
 from tests.reference import reference_graph
@@ -59,9 +60,7 @@ def test_the_library_was_built() -> None:
 def test_every_layout_and_prefix_matches_hash_parts(layout: pa.DataType, prefix: list[str]) -> None:
     a, b = random_values(700, 1), random_values(700, 2)
     # Different chunk boundaries per column: the rows must still line up.
-    got = native_hash.hash_columns(
-        prefix, [chunked(a, layout, [100, 400]), chunked(b, layout, [250])]
-    )
+    got = arrow_hash(prefix, [chunked(a, layout, [100, 400]), chunked(b, layout, [250])])
     assert got.to_pylist() == [hash_parts([*prefix, x, y]) for x, y in zip(a, b, strict=True)]
     assert got.type == pa.string_view()
     assert [len(c) for c in got.chunks] == [100, 150, 150, 300]  # chunked like the input
@@ -73,13 +72,13 @@ def test_sliced_arrays_and_polars_views() -> None:
     assert views.type == pa.string_view()
     sliced = pa.chunked_array([views.slice(7, 200)])
     plain = pa.chunked_array([pa.array(values).slice(7, 200)])
-    got = native_hash.hash_columns(["r"], [sliced, plain])
+    got = arrow_hash(["r"], [sliced, plain])
     assert got.to_pylist() == [hash_parts(["r", v, v]) for v in values[7:207]]
 
 
 def test_a_value_longer_than_the_block_buffer() -> None:
     long = "x" * 200_000
-    got = native_hash.hash_columns([], [pa.chunked_array([[long, "y", long]])])
+    got = arrow_hash([], [pa.chunked_array([[long, "y", long]])])
     assert got.to_pylist() == [hash_parts([long]), hash_parts(["y"]), hash_parts([long])]
 
 
@@ -87,19 +86,28 @@ def test_many_rows_spread_over_threads() -> None:
     # More rows than one C call takes, in chunks of uneven length.
     values: list[str | None] = [f"{i:016x}" for i in range(200_003)]
     column = chunked(values, pa.string(), [70_000, 70_001])
-    got = native_hash.hash_columns(["p"], [column])
+    got = arrow_hash(["p"], [column])
     assert len(got) == 200_003
     for i in (0, 65_535, 65_536, 70_000, 140_000, 200_002):
         assert got[i].as_py() == hash_parts(["p", values[i]])
 
 
 def test_no_rows() -> None:
-    assert native_hash.hash_columns(["p"], [pa.chunked_array([], pa.string())]).to_pylist() == []
+    assert arrow_hash(["p"], [pa.chunked_array([], pa.string())]).to_pylist() == []
+
+
+def test_the_canonical_form_is_the_callers() -> None:
+    column = pa.chunked_array([["b", None]])
+    got = native_hash.hash_columns(["a"], [column], separator="|", sentinel="~", seed=7)
+    expected = [xxhash.xxh64_hexdigest(s.encode(), seed=7) for s in ("a|b", "a|~")]
+    assert got.to_pylist() == expected
+    with pytest.raises(ValueError, match="must be one ASCII character each"):
+        native_hash.hash_columns([], [column], separator="||", sentinel="~", seed=7)
 
 
 def test_a_column_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(TypeError, match="cannot hash a column of Arrow type int64; cast it"):
-        native_hash.hash_columns([], [pa.chunked_array([[1, 2]])])
+        arrow_hash([], [pa.chunked_array([[1, 2]])])
 
 
 # -- polars_hash: the C path and the Polars fallback give the same bits ---------------------------
@@ -162,7 +170,7 @@ def test_a_pipeline_stores_the_same_bits_on_both_paths(
 def test_blocks_of_long_values() -> None:
     # 20 values of 150 KB: the C code starts a new block once one holds 1 MiB.
     values: list[str | None] = [chr(97 + i) * 150_000 for i in range(20)]
-    got = native_hash.hash_columns(["p"], [pa.chunked_array([values])])
+    got = arrow_hash(["p"], [pa.chunked_array([values])])
     assert got.to_pylist() == [hash_parts(["p", v]) for v in values]
 
 
@@ -180,7 +188,7 @@ def test_an_error_in_one_job_waits_for_the_others(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(native_hash, "_call", call)
     values: list[str | None] = ["x"] * (3 * 65_536)
     with pytest.raises(MemoryError, match="out of memory while hashing rows"):
-        native_hash.hash_columns([], [pa.chunked_array([values])])
+        arrow_hash([], [pa.chunked_array([values])])
     assert sorted(finished) == [65_536, 131_072]
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from metaxy_core import columns as c
 from metaxy_core import native_hash
-from metaxy_core.hashing import hash_parts, polars_hash
+from metaxy_core.hashing import arrow_hash, hash_parts, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -57,13 +57,13 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     a string, the rows are converted whole and hashed by :func:`provenance`.
     """
     if not native_hash.available() or not all(
-        rows.schema.field(i).type in _STRINGS for i in plan.inputs
+        native_hash.reads(rows.schema.field(i).type) for i in plan.inputs
     ):
         return _polars(rows).lazy().with_columns(provenance(plan))
     hashed = [
         _series(
             c.provenance_column(f.field),
-            native_hash.hash_columns([f.recipe], [rows.column(i) for i in f.inputs]),
+            arrow_hash([f.recipe], [rows.column(i) for i in f.inputs]),
         )
         if f.inputs
         else pl.lit(hash_parts([f.recipe])).alias(c.provenance_column(f.field))
@@ -71,9 +71,6 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     ]
     only_hashed = [i for i in plan.inputs if i.startswith(INPUT_PREFIX)]
     return _polars(rows.drop_columns(only_hashed)).lazy().with_columns(hashed)
-
-
-_STRINGS = (pa.string(), pa.large_string(), pa.string_view())
 
 
 def _polars(rows: pa.Table) -> pl.DataFrame:
