@@ -30,6 +30,7 @@ from metaxy_core.errors import (
     GraphError,
     InvalidKeyError,
     MetaxyError,
+    ReservedColumnError,
 )
 
 __all__ = [
@@ -300,6 +301,15 @@ class FeatureSpec(_Frozen):
             raise EmptyIdColumnsError(
                 f"feature {self.key!r} has no id columns: pass id_columns=[...] naming the "
                 "column(s) that identify a sample, e.g. id_columns=['video_id']."
+            )
+        reserved = [i for i in self.id_columns if i.startswith((PREFIX, f"__{PREFIX}"))]
+        if reserved:
+            # Stores add and drop columns by these prefixes, and engines name their working
+            # columns with them: such an id would be dropped or overwritten.
+            raise ReservedColumnError(
+                f"feature {self.key!r}: id column {reserved[0]!r} starts with {PREFIX!r} or "
+                f"'__{PREFIX}', which name metaxy's own columns. Rename the column in your "
+                f"data, e.g. {reserved[0].lstrip('_').removeprefix(PREFIX) or 'sample_id'!r}."
             )
         if len(set(self.id_columns)) != len(self.id_columns):
             raise EmptyIdColumnsError(
