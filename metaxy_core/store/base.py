@@ -109,6 +109,10 @@ class MetadataStore(ABC):
     """An append-only store of feature metadata, with increments.
 
     Use it as a context manager to keep one connection for several operations.
+
+    A store records each feature's id columns when the feature is first written; every
+    operation on a feature (or reading it as an upstream) whose graph declares other id
+    columns raises :class:`~metaxy_core.errors.IdColumnsChangedError`.
     """
 
     def __init__(self, graph: FeatureGraph) -> None:
@@ -173,7 +177,10 @@ class MetadataStore(ABC):
         Root features need a ``metaxy_data_version__<field>`` column per field. Other features
         take their provenance from the frame's ``metaxy_provenance__<field>`` columns (as an
         increment gives them) or, when absent, from the current upstream rows; a
-        ``metaxy_data_version__<field>`` column overrides a field's data version.
+        ``metaxy_data_version__<field>`` column overrides a field's data version. Any other
+        ``metaxy_`` column raises :class:`~metaxy_core.errors.UnknownColumnError` (e.g. a
+        misspelt field), except the system columns of a read or an increment, which the
+        write replaces.
 
         An empty frame appends no rows and changes no column: its columns may carry no type
         (a scan of an empty folder gives all-``Null`` columns), and the first write with
@@ -308,6 +315,12 @@ class MetadataStore(ABC):
                 ``metaxy_data_version__<field>`` column per field).
             filter: a Narwhals predicate on id or user columns limiting the increment, e.g.
                 to one partition.
+
+        A field added to an upstream feature after its rows were written concerns only the
+        fields that read it: the others resolve as before. Resolving a field that reads it
+        raises :class:`~metaxy_core.errors.UpstreamFieldNotWrittenError` until the upstream
+        is written again (its samples are stale there), rather than hashing a data version
+        that does not exist yet.
         """
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)

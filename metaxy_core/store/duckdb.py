@@ -364,9 +364,8 @@ class DuckDBMetadataStore(MetadataStore):
 
     def _record_id_columns(self, con: duckdb.DuckDBPyConnection, feature: str) -> None:
         """Record the feature's id columns at its first write (within the write's transaction)."""
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {_ID_COLUMNS} (feature VARCHAR, id_columns VARCHAR[])"
-        )
+        if _ID_COLUMNS not in self._tables(con):  # a file written before they were recorded
+            con.execute(f"CREATE TABLE {_ID_COLUMNS} (feature VARCHAR, id_columns VARCHAR[])")
         con.execute(
             f"INSERT INTO {_ID_COLUMNS} SELECT ?, ? "
             f"WHERE NOT EXISTS (SELECT 1 FROM {_ID_COLUMNS} WHERE feature = ?)",
