@@ -162,11 +162,16 @@ class FieldSpec(_Frozen):
         return _check_field_key(value, "a FieldSpec")
 
 
+# Stores add and drop columns by the first prefix; engines name their working columns with the
+# second. A user column named so would be dropped or overwritten.
+_RESERVED = (PREFIX, f"__{PREFIX}")
+
+
 def _check_column(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name or name.startswith(PREFIX):
+    if not isinstance(name, str) or not name or name.startswith(_RESERVED):
         raise DependencyError(
             f"{what}: {name!r} is not a user column name: use a non-empty string that does not "
-            f"start with {PREFIX!r} (metaxy's own columns)."
+            f"start with {PREFIX!r} or '__{PREFIX}' (metaxy's own columns)."
         )
     return name
 
@@ -302,10 +307,8 @@ class FeatureSpec(_Frozen):
                 f"feature {self.key!r} has no id columns: pass id_columns=[...] naming the "
                 "column(s) that identify a sample, e.g. id_columns=['video_id']."
             )
-        reserved = [i for i in self.id_columns if i.startswith((PREFIX, f"__{PREFIX}"))]
+        reserved = [i for i in self.id_columns if i.startswith(_RESERVED)]
         if reserved:
-            # Stores add and drop columns by these prefixes, and engines name their working
-            # columns with them: such an id would be dropped or overwritten.
             raise ReservedColumnError(
                 f"feature {self.key!r}: id column {reserved[0]!r} starts with {PREFIX!r} or "
                 f"'__{PREFIX}', which name metaxy's own columns. Rename the column in your "

@@ -12,6 +12,7 @@ import pytest
 
 from metaxy_core import (
     DuckDBMetadataStore,
+    FeatureDep,
     FeatureGraph,
     FeatureSpec,
     FieldDep,
@@ -362,6 +363,15 @@ def test_an_id_column_named_like_system_columns_is_refused_when_declared(
         FeatureSpec(key="clips", id_columns=["clip_id", column])
     assert issubclass(errors.ReservedColumnError, errors.GraphError)
     _assert_unchanged(store, before)
+
+
+def test_a_passed_through_column_named_like_working_columns_is_refused() -> None:
+    with pytest.raises(
+        errors.DependencyError,
+        match=r"rename= of the dependency on 'video/raw': '__metaxy_status' is not a user column "
+        r"name: use a non-empty string that does not start with 'metaxy_' or '__metaxy_'",
+    ):
+        FeatureDep("video/raw", rename={"path": "__metaxy_status"})
 
 
 # -- 6. a file that is not a store, a path that cannot be one ------------------------------------
