@@ -308,7 +308,8 @@ def test_a_misspelt_data_version_column_is_refused(store: MetadataStore) -> None
         errors.UnknownColumnError,
         match=r"feature 'video/raw': column 'metaxy_data_version__audoi' names no field or "
         r"dependency of 'video/raw' \(fields: audio, frames; dependencies: none\), so its "
-        r"values would be lost\. Rename it to metaxy_data_version__<field> or "
+        r"values would be lost\. Did you mean 'metaxy_data_version__audio'\? Rename it to "
+        r"metaxy_data_version__<field> or "
         r"metaxy_provenance__<field> for one of those fields, or drop it: columns starting with "
         r"'metaxy_' are metaxy's own\.",
     ):

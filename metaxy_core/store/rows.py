@@ -5,6 +5,7 @@ Validation runs over the whole frame before anything is written, so a bad frame 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -169,10 +170,12 @@ def _check_known(spec: FeatureSpec, frame: pl.DataFrame) -> None:
         return
     fields = ", ".join(spec.field_keys)
     deps = ", ".join(d.feature for d in spec.deps) or "none"
+    close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+    guess = f"Did you mean {close[0]!r}? " if close else ""
     raise UnknownColumnError(
         f"feature {spec.key!r}: column {unknown[0]!r} names no field or dependency of "
         f"{spec.key!r} (fields: {fields}; dependencies: {deps}), so its values would be lost. "
-        f"Rename it to {c.data_version_column('<field>')} or "
+        f"{guess}Rename it to {c.data_version_column('<field>')} or "
         f"{c.provenance_column('<field>')} for one of those fields, or drop it: columns "
         f"starting with {c.PREFIX!r} are metaxy's own."
     )
