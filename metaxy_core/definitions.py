@@ -30,6 +30,7 @@ from metaxy_core.errors import (
     GraphError,
     InvalidKeyError,
     MetaxyError,
+    ReservedColumnError,
 )
 
 __all__ = [
@@ -161,11 +162,16 @@ class FieldSpec(_Frozen):
         return _check_field_key(value, "a FieldSpec")
 
 
+# Stores add and drop columns by the first prefix; engines name their working columns with the
+# second. A user column named so would be dropped or overwritten.
+_RESERVED = (PREFIX, f"__{PREFIX}")
+
+
 def _check_column(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name or name.startswith(PREFIX):
+    if not isinstance(name, str) or not name or name.startswith(_RESERVED):
         raise DependencyError(
             f"{what}: {name!r} is not a user column name: use a non-empty string that does not "
-            f"start with {PREFIX!r} (metaxy's own columns)."
+            f"start with {PREFIX!r} or '__{PREFIX}' (metaxy's own columns)."
         )
     return name
 
@@ -300,6 +306,13 @@ class FeatureSpec(_Frozen):
             raise EmptyIdColumnsError(
                 f"feature {self.key!r} has no id columns: pass id_columns=[...] naming the "
                 "column(s) that identify a sample, e.g. id_columns=['video_id']."
+            )
+        reserved = [i for i in self.id_columns if i.startswith(_RESERVED)]
+        if reserved:
+            raise ReservedColumnError(
+                f"feature {self.key!r}: id column {reserved[0]!r} starts with {PREFIX!r} or "
+                f"'__{PREFIX}', which name metaxy's own columns. Rename the column in your "
+                f"data, e.g. {reserved[0].lstrip('_').removeprefix(PREFIX) or 'sample_id'!r}."
             )
         if len(set(self.id_columns)) != len(self.id_columns):
             raise EmptyIdColumnsError(

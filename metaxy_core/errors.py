@@ -11,18 +11,24 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── EmptyIdColumnsError                 a feature without id columns
     │   ├── CycleError                          feature dependencies form a cycle
     │   ├── IdColumnsMismatchError              id columns that do not fit a dependency's lineage
+    │   ├── ReservedColumnError                 an id column named like metaxy's own columns
     │   └── DependencyError                     a bad select, rename, filter or optional
     ├── FeatureNotFoundError(KeyError)          an unknown feature key
     ├── FieldNotFoundError(KeyError)            an unknown field of a known feature
+    ├── UpstreamFieldNotWrittenError(LookupError)
+    │                                           a field reads an upstream field no stored row has
     ├── WriteError(ValueError)                  a frame that cannot be written; nothing is written
     │   ├── MissingColumnError                  a required column is absent
     │   ├── NullIdError                         an id column holds nulls
     │   ├── DuplicateIdError                    one sample appears twice in one write
     │   ├── MissingDataVersionError             a root write lacks a field's data version
     │   ├── ColumnTypeError(TypeError)          a column has the wrong type
+    │   ├── UnknownColumnError                  a metaxy_ column that names nothing of the feature
     │   └── UnknownSampleError                  a sample that upstream does not produce
     └── StoreError(RuntimeError)                a store that cannot be used
-        ├── StoreFormatError                    written by another format or hash algorithm
+        ├── StoreFormatError                    not a store, or another format or hash algorithm
+        ├── StorePathError(OSError)             a store path that cannot be a file
+        ├── IdColumnsChangedError               the graph declares other id columns than stored
         └── StoreLockedError(TimeoutError)      another process held the file for too long
 
 Messages name the feature, field or column, list what was valid and end with a hint.
@@ -41,16 +47,21 @@ __all__ = [
     "FeatureNotFoundError",
     "FieldNotFoundError",
     "GraphError",
+    "IdColumnsChangedError",
     "IdColumnsMismatchError",
     "InvalidKeyError",
     "MetaxyError",
     "MissingColumnError",
     "MissingDataVersionError",
     "NullIdError",
+    "ReservedColumnError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
+    "StorePathError",
+    "UnknownColumnError",
     "UnknownSampleError",
+    "UpstreamFieldNotWrittenError",
     "WriteError",
 ]
 
@@ -93,6 +104,10 @@ class IdColumnsMismatchError(GraphError):
     features join on id columns that do not nest."""
 
 
+class ReservedColumnError(GraphError):
+    """An id column is named like metaxy's own columns (``metaxy_...`` or ``__metaxy...``)."""
+
+
 class DependencyError(GraphError):
     """How a dependency is read (``select``, ``rename``, ``filter``, ``optional``) is invalid,
     or names a column its upstream feature does not have."""
@@ -104,6 +119,11 @@ class FeatureNotFoundError(MetaxyError, KeyError):
 
 class FieldNotFoundError(MetaxyError, KeyError):
     """An unknown field of a known feature."""
+
+
+class UpstreamFieldNotWrittenError(MetaxyError, LookupError):
+    """A field reads a field of an upstream feature that no stored row of that upstream has
+    yet (the field was added to the upstream after its rows were written)."""
 
 
 class WriteError(MetaxyError, ValueError):
@@ -130,6 +150,11 @@ class ColumnTypeError(WriteError, TypeError):
     """A column has a type the store cannot accept."""
 
 
+class UnknownColumnError(WriteError):
+    """A frame holds a ``metaxy_`` column that names no field or dependency of the feature, so
+    its values would be lost (e.g. a misspelt ``metaxy_data_version__<field>``)."""
+
+
 class UnknownSampleError(WriteError):
     """A written sample is not produced by the feature's upstream."""
 
@@ -139,7 +164,17 @@ class StoreError(MetaxyError, RuntimeError):
 
 
 class StoreFormatError(StoreError):
-    """The store was written with another format version or hash algorithm."""
+    """The store file is not a metaxy store, or was written with another format version or
+    hash algorithm."""
+
+
+class StorePathError(StoreError, OSError):
+    """The store path cannot be a file: a directory, or under a regular file."""
+
+
+class IdColumnsChangedError(StoreError):
+    """The graph declares other id columns for a feature than the store recorded when the
+    feature was first written."""
 
 
 class StoreLockedError(StoreError, TimeoutError):

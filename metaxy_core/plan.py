@@ -184,6 +184,7 @@ def build_plan(
     ids = spec.id_columns
     recipes = graph.versions.recipes
     upstreams: list[UpstreamPlan] = []
+    read_refs = {r for f in spec.field_keys for r in graph.field_deps(feature, f)}
     source_of: dict[str, int] = {}
     passthrough: list[str] = []
     taken = set(ids)
@@ -193,8 +194,11 @@ def build_plan(
         on = graph.join_columns(feature, dep.feature)
         mapping = {i: i for i in on}
         mapping[c.DATA_VERSION] = c.upstream_data_version_column(dep.feature)
+        # Only the upstream fields this feature reads: a field added upstream later, which
+        # the stored upstream rows do not have yet, concerns only the fields that read it.
         for field in upstream.field_keys:
-            mapping[c.data_version_column(field)] = input_column(index, field)
+            if FieldRef(dep.feature, field) in read_refs:
+                mapping[c.data_version_column(field)] = input_column(index, field)
         versions = tuple(s for s in mapping if s not in on)
         known = upstream_columns.get(dep.feature)
         user = _shaped_columns(feature, dep, known, upstream.id_columns)

@@ -19,7 +19,11 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.definitions import FeatureSpec, FieldRef
 from metaxy_core.engines.polars import apply_filter
-from metaxy_core.errors import FeatureNotFoundError
+from metaxy_core.errors import (
+    FeatureNotFoundError,
+    IdColumnsChangedError,
+    UpstreamFieldNotWrittenError,
+)
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts
@@ -105,6 +109,10 @@ class MetadataStore(ABC):
     """An append-only store of feature metadata, with increments.
 
     Use it as a context manager to keep one connection for several operations.
+
+    A store records each feature's id columns when the feature is first written; every
+    operation on a feature (or reading it as an upstream) whose graph declares other id
+    columns raises :class:`~metaxy_core.errors.IdColumnsChangedError`.
     """
 
     def __init__(self, graph: FeatureGraph) -> None:
@@ -122,8 +130,12 @@ class MetadataStore(ABC):
         """The engine resolving increments in this session."""
 
     @abstractmethod
-    def _user_columns(self, session: Any, feature: str) -> list[str] | None:
-        """Non-system columns of a feature's stored rows, or ``None`` if never written."""
+    def _stored_columns(self, session: Any, feature: str) -> list[str] | None:
+        """Columns of a feature's stored rows, or ``None`` if never written."""
+
+    @abstractmethod
+    def _stored_id_columns(self, session: Any) -> dict[str, tuple[str, ...]]:
+        """Feature -> the id columns it had when first written (each write records them)."""
 
     @abstractmethod
     def _recipes_by_version(self, session: Any, feature: str) -> dict[str, dict[str, str]]:
@@ -138,7 +150,8 @@ class MetadataStore(ABC):
         recipes: Mapping[str, str],
     ) -> int:
         """Append the chunks' rows (with system columns) in one transaction: all or nothing,
-        even when preparing a later chunk raises. Returns the write sequence."""
+        even when preparing a later chunk raises; record the feature's id columns if not yet
+        recorded. Returns the write sequence. No chunks: log the write, change no table."""
 
     @abstractmethod
     def _scan(
@@ -164,12 +177,23 @@ class MetadataStore(ABC):
         Root features need a ``metaxy_data_version__<field>`` column per field. Other features
         take their provenance from the frame's ``metaxy_provenance__<field>`` columns (as an
         increment gives them) or, when absent, from the current upstream rows; a
-        ``metaxy_data_version__<field>`` column overrides a field's data version.
+        ``metaxy_data_version__<field>`` column overrides a field's data version. Any other
+        ``metaxy_`` column raises :class:`~metaxy_core.errors.UnknownColumnError` (e.g. a
+        misspelt field), except the system columns of a read or an increment, which the
+        write replaces.
+
+        An empty frame appends no rows and changes no column: its columns may carry no type
+        (a scan of an empty folder gives all-``Null`` columns), and the first write with
+        rows decides the column types.
         """
         spec = self._spec(feature)
         data = to_polars(frame, f"write of {feature!r}")
         validate_write(spec, data)
         with self, self._session() as session:  # one connection for preparing and appending
+            self._check_id_columns(session, [feature])
+            if data.height == 0:
+                seq = self._append(session, feature, [], self._current_recipes(feature))
+                return WriteResult(feature, 0, seq)
             expected = self._expected_lookup(session, spec, data)
             # Prepared and appended chunk by chunk, in one transaction: memory stays bounded
             # by a chunk, whatever the size of the write.
@@ -182,7 +206,7 @@ class MetadataStore(ABC):
                     expected=expected,
                     validate=False,
                 )
-                for start in range(0, max(data.height, 1), WRITE_CHUNK_ROWS)
+                for start in range(0, data.height, WRITE_CHUNK_ROWS)
             )
             seq = self._append(session, feature, chunks, self._current_recipes(feature))
         return WriteResult(feature, data.height, seq)
@@ -195,6 +219,7 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         data = to_polars(frame, f"write of {feature!r}")
         with self._session() as session:
+            self._check_id_columns(session, [feature])
             expected = self._expected_lookup(session, spec, data)
             return prepare_rows(self.graph, spec, data, run_id=run_id, expected=expected)
 
@@ -215,6 +240,7 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         ids = list(spec.id_columns)
         with self._session() as session:
+            self._check_id_columns(session, [feature])
             wanted = [*ids, c.DATA_VERSION]
             current = self._scan(
                 session, feature, history=False, columns=_scan_columns(wanted, filter)
@@ -240,7 +266,9 @@ class MetadataStore(ABC):
         data = to_polars(ids, f"delete from {feature!r}").select(spec.id_columns)
         rows = tombstones(self.graph, spec, data, run_id)
         with self._session() as session:
-            seq = self._append(session, feature, [rows], self._current_recipes(feature))
+            self._check_id_columns(session, [feature])
+            chunks = [rows] if rows.height else []  # an empty delete changes no table
+            seq = self._append(session, feature, chunks, self._current_recipes(feature))
         return WriteResult(feature, rows.height, seq)
 
     def read(
@@ -251,7 +279,8 @@ class MetadataStore(ABC):
         filter: SampleFilter | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """The current rows of ``feature`` (every row ever written with ``history``)."""
+        """The current rows of ``feature`` (every row ever written with ``history``, in write
+        order); ``columns`` limits the columns returned."""
         self._spec(feature)
         wanted = None
         if columns is not None:
@@ -261,6 +290,7 @@ class MetadataStore(ABC):
                 *([c.WRITE_SEQ] if history else []),
             ]
         with self._session() as session:
+            self._check_id_columns(session, [feature])
             scanned = self._scan(
                 session, feature, history=history, columns=_scan_columns(wanted, filter)
             )
@@ -268,10 +298,10 @@ class MetadataStore(ABC):
                 return pl.DataFrame(schema={k: pl.String for k in self.graph[feature].id_columns})
             if filter is not None:
                 scanned = apply_filter(scanned, filter, self.graph.expected_key(feature))
-            if columns is not None:
-                scanned = scanned.select(columns)
             if history:
                 scanned = scanned.sort(c.WRITE_SEQ, maintain_order=True)
+            if columns is not None:
+                scanned = scanned.select(columns)
             return scanned.collect()
 
     def resolve_update(
@@ -285,6 +315,12 @@ class MetadataStore(ABC):
                 ``metaxy_data_version__<field>`` column per field).
             filter: a Narwhals predicate on id or user columns limiting the increment, e.g.
                 to one partition.
+
+        A field added to an upstream feature after its rows were written concerns only the
+        fields that read it: the others resolve as before. Resolving a field that reads it
+        raises :class:`~metaxy_core.errors.UpstreamFieldNotWrittenError` until the upstream
+        is written again (its samples are stale there), rather than hashing a data version
+        that does not exist yet.
         """
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
@@ -360,19 +396,68 @@ class MetadataStore(ABC):
             validate_samples(spec, frame)
             lazy_samples = frame.lazy()
             sample_columns = frame.columns
-        upstream_columns = {
+        self._check_id_columns(session, [feature, *(d.feature for d in spec.deps)])
+        stored = {
             d.feature: columns
             for d in spec.deps
-            if (columns := self._user_columns(session, d.feature)) is not None
+            if (columns := self._stored_columns(session, d.feature)) is not None
         }
+        self._check_upstream_fields(spec, stored)
         plan = build_plan(
             self.graph,
             feature,
-            upstream_columns=upstream_columns,
+            upstream_columns={
+                f: [n for n in columns if not n.startswith(c.PREFIX)]
+                for f, columns in stored.items()
+            },
             sample_columns=sample_columns,
             recipes_by_version=self._recipes_by_version(session, feature),
         )
         return plan, lazy_samples
+
+    def _check_id_columns(self, session: Any, features: Sequence[str]) -> None:
+        """Refuse features whose declared id columns differ from those the store has them
+        under: rows would be written with null ids and joined on the wrong columns."""
+        recorded = self._stored_id_columns(session)
+        for feature in features:
+            declared = self.graph[feature].id_columns
+            stored = recorded.get(feature)
+            if stored is None:
+                # Written before the store recorded id columns (or never): its rows must at
+                # least have every declared id column.
+                columns = self._stored_columns(session, feature)
+                lacking = [i for i in declared if columns is not None and i not in columns]
+                if not lacking:
+                    continue
+                found = f"rows without id column {lacking[0]!r}"
+            elif stored == declared:
+                continue
+            else:
+                found = f"id columns {list(stored)}"
+            raise IdColumnsChangedError(
+                f"feature {feature!r} is stored with {found}, but the graph declares id columns "
+                f"{list(declared)}. A store keeps the id columns a feature was first written "
+                "with: declare those again, or use a new feature key (or a new store file) for "
+                "the new id columns."
+            )
+
+    def _check_upstream_fields(self, spec: FeatureSpec, stored: Mapping[str, list[str]]) -> None:
+        """Refuse to resolve a field that reads an upstream field no stored upstream row has
+        (added upstream after its rows were written): its provenance would hash a data
+        version that does not exist yet, and its samples be computed from nothing. Fields
+        that do not read it resolve as before."""
+        for field in spec.field_keys:
+            for ref in self.graph.field_deps(spec.key, field):
+                columns = stored.get(ref.feature)
+                if columns is None or c.data_version_column(ref.field) in columns:
+                    continue
+                raise UpstreamFieldNotWrittenError(
+                    f"field {field!r} of {spec.key!r} reads field {ref.field!r} of "
+                    f"{ref.feature!r}, which no stored row of {ref.feature!r} has yet (column "
+                    f"{c.data_version_column(ref.field)!r}; the field was added after its rows "
+                    f"were written). Write {ref.feature!r} first: its resolve_update lists "
+                    "the samples to recompute."
+                )
 
     def _expected_lookup(
         self, session: Any, spec: FeatureSpec, data: pl.DataFrame

@@ -4,7 +4,9 @@ Layout: per feature, an append-only history table ``"<key>:history"`` and a tabl
 rows ``"<key>"`` (the latest write of every live sample), both changed in the same transaction,
 so a crash mid-write leaves both as they were. ``metaxy_writes`` logs every write with its
 sequence number; ``metaxy_feature_versions`` the recipes of every feature version written;
-``metaxy_store_info`` the format version and hash algorithm.
+``metaxy_id_columns`` the id columns of every feature when it was first written (created by
+the first write that needs it, so older files keep working); ``metaxy_store_info`` the format
+version and hash algorithm.
 
 DuckDB lets one process at a time open a file for writing. A file store therefore opens its
 connection for one operation (or one ``with store:`` block) and retries while another process
@@ -27,7 +29,12 @@ import polars as pl
 from metaxy_core import columns as c
 from metaxy_core.engines.duckdb import DuckDBEngine, quote, sql_literal
 from metaxy_core.engines.polars import PolarsEngine
-from metaxy_core.errors import ColumnTypeError, StoreFormatError, StoreLockedError
+from metaxy_core.errors import (
+    ColumnTypeError,
+    StoreFormatError,
+    StoreLockedError,
+    StorePathError,
+)
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store.base import Engine, MetadataStore
@@ -35,6 +42,38 @@ from metaxy_core.store.base import Engine, MetadataStore
 __all__ = ["DuckDBMetadataStore"]
 
 FORMAT_VERSION = "1"
+_ID_COLUMNS = "metaxy_id_columns"
+
+
+def _check_path(path: str) -> None:
+    """Refuse a path that cannot be a store file, before anything is created."""
+    if path == ":memory:":
+        return
+    where = Path(path)
+    if where.is_dir():
+        problem = "is a directory"
+    else:
+        blocking = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
+        if blocking is None:
+            return
+        problem = f"is under {str(blocking)!r}, which is a file, not a directory"
+    raise StorePathError(
+        f"store path {path!r} {problem}: a store is one DuckDB file. Pass the path of a file "
+        "in a directory (created if missing), e.g. 'data/metaxy.duckdb'."
+    )
+
+
+def _connect_file(path: str) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, with a file that is not a DuckDB database as a metaxy error."""
+    try:
+        return duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "not a valid DuckDB database file" not in str(exc):
+            raise
+        raise StoreFormatError(
+            f"store {path!r} is not a DuckDB database file ({exc}); it was left as it is. "
+            "Pass the path of a store file metaxy wrote, or a new path to start a store."
+        ) from None
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> Any:
@@ -77,6 +116,7 @@ class DuckDBMetadataStore(MetadataStore):
         super().__init__(graph)
         if engine not in ("polars", "duckdb"):
             raise ValueError(f"engine must be 'polars' or 'duckdb', got {engine!r}.")
+        _check_path(str(path))
         self.path = str(path)
         self.engine_name = engine
         self.lock_timeout = lock_timeout
@@ -154,7 +194,7 @@ class DuckDBMetadataStore(MetadataStore):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(self.path)
+        con = _connect_file(self.path)
         try:
             # DuckDB's default Arrow output is kept on purpose: plain strings export faster than
             # string views, and the row hash reads either in place (engines/classify.py).
@@ -208,11 +248,16 @@ class DuckDBMetadataStore(MetadataStore):
             return DuckDBEngine(session, lambda f: quote(f) if f in tables else None)
         return PolarsEngine(lambda f, cols: self._scan(session, f, history=False, columns=cols))
 
-    def _user_columns(self, session: duckdb.DuckDBPyConnection, feature: str) -> list[str] | None:
+    def _stored_columns(self, session: duckdb.DuckDBPyConnection, feature: str) -> list[str] | None:
         if self._table(session, feature) is None:
             return None
-        names = [r[0] for r in session.sql(f"DESCRIBE {quote(feature)}").fetchall()]
-        return [n for n in names if not n.startswith(c.PREFIX)]
+        return [r[0] for r in session.sql(f"DESCRIBE {quote(feature)}").fetchall()]
+
+    def _stored_id_columns(self, session: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, ...]]:
+        if _ID_COLUMNS not in self._tables(session):
+            return {}
+        rows = session.sql(f"SELECT feature, id_columns FROM {_ID_COLUMNS}").fetchall()
+        return {feature: tuple(ids) for feature, ids in rows}
 
     def _recipes_by_version(
         self, session: duckdb.DuckDBPyConnection, feature: str
@@ -310,11 +355,22 @@ class DuckDBMetadataStore(MetadataStore):
                     "INSERT INTO metaxy_feature_versions VALUES (?, ?, ?, ?)",
                     [[feature, version, f, r] for f, r in sorted(recipes.items())],
                 )
+            self._record_id_columns(con, feature)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return seq
+
+    def _record_id_columns(self, con: duckdb.DuckDBPyConnection, feature: str) -> None:
+        """Record the feature's id columns at its first write (within the write's transaction)."""
+        if _ID_COLUMNS not in self._tables(con):  # a file written before they were recorded
+            con.execute(f"CREATE TABLE {_ID_COLUMNS} (feature VARCHAR, id_columns VARCHAR[])")
+        con.execute(
+            f"INSERT INTO {_ID_COLUMNS} SELECT ?, ? "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {_ID_COLUMNS} WHERE feature = ?)",
+            [feature, list(self.graph[feature].id_columns), feature],
+        )
 
     def _evolve_schema(
         self, con: duckdb.DuckDBPyConnection, feature: str, metaxy_batch: object
@@ -325,6 +381,10 @@ class DuckDBMetadataStore(MetadataStore):
             if name not in stored:
                 for table in (feature, f"{feature}:history"):
                     con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {dtype}")
+            elif stored[name] == '"NULL"' and dtype != '"NULL"':
+                # Only nulls were written so far, which told no type: this write's type holds.
+                for table in (feature, f"{feature}:history"):
+                    con.execute(f"ALTER TABLE {quote(table)} ALTER {quote(name)} TYPE {dtype}")
             elif stored[name] != dtype and dtype != '"NULL"':
                 raise ColumnTypeError(
                     f"feature {feature!r}: column {name!r} has type {dtype}, but the store holds "

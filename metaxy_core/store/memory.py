@@ -32,6 +32,7 @@ class InMemoryMetadataStore(MetadataStore):
         self._versions: dict[str, dict[str, dict[str, str]]] = {}
         self._seq = 0
         self._seq_by_feature: dict[str, int] = {}
+        self._id_columns: dict[str, tuple[str, ...]] = {}
 
     def __repr__(self) -> str:
         return f"InMemoryMetadataStore({len(self._history)} features)"
@@ -43,10 +44,13 @@ class InMemoryMetadataStore(MetadataStore):
     def _engine(self, session: None) -> Engine:
         return PolarsEngine(lambda f, cols: self._scan(None, f, history=False, columns=cols))
 
-    def _user_columns(self, session: None, feature: str) -> list[str] | None:
+    def _stored_columns(self, session: None, feature: str) -> list[str] | None:
         if feature not in self._current:
             return None
-        return [n for n in self._current[feature].columns if not n.startswith(c.PREFIX)]
+        return self._current[feature].columns
+
+    def _stored_id_columns(self, session: None) -> dict[str, tuple[str, ...]]:
+        return dict(self._id_columns)
 
     def _recipes_by_version(self, session: None, feature: str) -> dict[str, dict[str, str]]:
         return self._versions.get(feature, {})
@@ -73,7 +77,19 @@ class InMemoryMetadataStore(MetadataStore):
         recipes: Mapping[str, str],
     ) -> int:
         seq = self._seq + 1
-        rows = pl.concat(list(chunks), how="diagonal_relaxed")
+        frames = list(chunks)
+        if frames:
+            self._add_rows(feature, pl.concat(frames, how="diagonal_relaxed"), seq)
+        self._id_columns.setdefault(feature, self.graph[feature].id_columns)
+        self._versions.setdefault(feature, {})[self.graph.versions.features[feature]] = dict(
+            recipes
+        )
+        self._seq = self._seq_by_feature[feature] = seq
+        return seq
+
+    def _add_rows(self, feature: str, rows: pl.DataFrame, seq: int) -> None:
+        """Append ``rows`` to the history and the current rows; leaves both as they were if
+        a column's type differs from the stored one."""
         rows = rows.with_columns(pl.lit(seq, dtype=pl.Int64).alias(c.WRITE_SEQ))
         history = self._history.get(feature)
         if history is not None:
@@ -102,8 +118,3 @@ class InMemoryMetadataStore(MetadataStore):
             [f for f in (history, rows) if f is not None], how="diagonal_relaxed"
         )
         self._current[feature], self._history[feature] = new_current, new_history
-        self._versions.setdefault(feature, {})[self.graph.versions.features[feature]] = dict(
-            recipes
-        )
-        self._seq = self._seq_by_feature[feature] = seq
-        return seq

@@ -5,6 +5,7 @@ Validation runs over the whole frame before anything is written, so a bad frame 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -20,6 +21,7 @@ from metaxy_core.errors import (
     MissingColumnError,
     MissingDataVersionError,
     NullIdError,
+    UnknownColumnError,
     UnknownSampleError,
 )
 from metaxy_core.graph import FeatureGraph
@@ -34,7 +36,6 @@ __all__ = [
     "validate_write",
 ]
 
-# Columns a user's frame may carry into a write; every other ``metaxy_*`` column is dropped.
 _EXAMPLES = 3
 
 
@@ -126,8 +127,10 @@ def _check_data_versions(spec: FeatureSpec, frame: pl.DataFrame) -> None:
 
 
 def validate_samples(spec: FeatureSpec, frame: pl.DataFrame) -> None:
-    """Samples given for a root feature: valid ids and a data version per field."""
+    """Samples given for a root feature: valid ids, a data version per field, and no
+    ``metaxy_`` column that names nothing of the feature."""
     validate_ids(spec, frame)
+    _check_known(spec, frame)
     _check_data_versions(spec, frame)
 
 
@@ -141,9 +144,48 @@ def _allowed(spec: FeatureSpec) -> set[str]:
     }
 
 
+# System columns a frame may carry and a write replaces: those of a read or an increment.
+_REPLACED = frozenset(
+    {
+        c.PROVENANCE,
+        c.DATA_VERSION,
+        c.FEATURE_VERSION,
+        c.GRAPH_VERSION,
+        c.RUN_ID,
+        c.WRITTEN_AT,
+        c.WRITE_SEQ,
+        c.DELETED,
+        c.CHANGED_FIELDS,
+        c.STALE_REASON,
+    }
+)
+
+
+def _check_known(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """Refuse a ``metaxy_`` column that is neither one a write takes nor one it replaces: it
+    would be dropped, e.g. a misspelt data version column whose override would be lost."""
+    allowed = _allowed(spec)
+    unknown = [n for n in frame.columns if n.startswith(c.PREFIX) and n not in allowed | _REPLACED]
+    if not unknown:
+        return
+    fields = ", ".join(spec.field_keys)
+    deps = ", ".join(d.feature for d in spec.deps) or "none"
+    close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+    guess = f"Did you mean {close[0]!r}? " if close else ""
+    raise UnknownColumnError(
+        f"feature {spec.key!r}: column {unknown[0]!r} names no field or dependency of "
+        f"{spec.key!r} (fields: {fields}; dependencies: {deps}), so its values would be lost. "
+        f"{guess}Rename it to {c.data_version_column('<field>')} or "
+        f"{c.provenance_column('<field>')} for one of those fields, or drop it: columns "
+        f"starting with {c.PREFIX!r} are metaxy's own."
+    )
+
+
 def validate_write(spec: FeatureSpec, frame: pl.DataFrame) -> None:
-    """Every check of a frame to write, over the whole frame: ids, types, data versions."""
+    """Every check of a frame to write, over the whole frame: ids, types, data versions, and
+    no ``metaxy_`` column that names nothing of the feature."""
     validate_ids(spec, frame)
+    _check_known(spec, frame)
     for name in set(frame.columns) & _allowed(spec):
         _check_string(spec, frame, name)
     if spec.is_root:
