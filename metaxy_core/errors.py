@@ -21,9 +21,12 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── MissingDataVersionError             a root write lacks a field's data version
     │   ├── ColumnTypeError(TypeError)          a column has the wrong type
     │   └── UnknownSampleError                  a sample that upstream does not produce
-    └── StoreError(RuntimeError)                a store that cannot be used
-        ├── StoreFormatError                    written by another format or hash algorithm
-        └── StoreLockedError(TimeoutError)      another process held the file for too long
+    ├── StoreError(RuntimeError)                a store that cannot be used
+    │   ├── StoreFormatError                    written by another format or hash algorithm
+    │   └── StoreLockedError(TimeoutError)      another process held the file for too long
+    ├── ConfigError(ValueError)                 a project configuration that cannot be used
+    ├── SnapshotNotFoundError(KeyError)         no recorded graph snapshot matches a reference
+    └── AcceptRefusedError(ValueError)          a definition change that cannot be accepted
 
 Messages name the feature, field or column, list what was valid and end with a hint.
 """
@@ -31,7 +34,9 @@ Messages name the feature, field or column, list what was valid and end with a h
 from __future__ import annotations
 
 __all__ = [
+    "AcceptRefusedError",
     "ColumnTypeError",
+    "ConfigError",
     "CycleError",
     "DependencyError",
     "DuplicateFeatureError",
@@ -47,6 +52,7 @@ __all__ = [
     "MissingColumnError",
     "MissingDataVersionError",
     "NullIdError",
+    "SnapshotNotFoundError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
@@ -144,3 +150,17 @@ class StoreFormatError(StoreError):
 
 class StoreLockedError(StoreError, TimeoutError):
     """Another process held the store file for longer than the lock timeout."""
+
+
+class ConfigError(MetaxyError, ValueError):
+    """The project configuration (``metaxy.toml``, ``[tool.metaxy]``, ``METAXY_*``) is invalid,
+    or what it names cannot be loaded."""
+
+
+class SnapshotNotFoundError(MetaxyError, KeyError):
+    """No graph snapshot recorded in the store matches the given reference."""
+
+
+class AcceptRefusedError(MetaxyError, ValueError):
+    """A definition change cannot be accepted without recompute (e.g. upstream data changed
+    too). Nothing was written."""

@@ -1,0 +1,201 @@
+"""The ``metaxy`` command: Typer wiring of the subcommands; each one's work lives in its own
+module. Errors print one line (``error: ...`` ending with a hint) and exit 1; usage errors
+exit 2 (Click's convention)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from metaxy_core.definitions import FieldRef
+from metaxy_core.errors import FeatureNotFoundError, MetaxyError
+from metaxy_core.graph import FeatureGraph
+from metaxy_core.store.base import MetadataStore
+
+from . import config as cfg
+from . import graph_export, views
+
+__all__ = ["Project", "app", "main"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="metaxy",
+    help="Inspect a metaxy project: its features, their graph, and what the store holds.\n\n"
+    "Reads [tool.metaxy] of pyproject.toml or metaxy.toml (nearest to the working "
+    "directory; METAXY_FEATURES, METAXY_STORE and METAXY_ENGINE override it).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Project:
+    """The configuration, graph and store of one invocation, loaded when first used."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+
+    @cached_property
+    def config(self) -> cfg.ProjectConfig:
+        return cfg.load_config(self.config_path)
+
+    @cached_property
+    def graph(self) -> FeatureGraph:
+        return cfg.load_graph(self.config)
+
+    @cached_property
+    def store(self) -> MetadataStore:
+        return cfg.open_store(self.config, self.graph)
+
+    def feature(self, key: str) -> str:
+        """``key`` if it names a feature; else an error listing the features."""
+        if key not in self.graph:
+            known = ", ".join(self.graph.topological_order()) or "none"
+            raise FeatureNotFoundError(
+                f"feature {key!r} is not declared in {self.config.features}; known features: "
+                f"{known}. Run `metaxy features` to see them."
+            )
+        return key
+
+
+def handled(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a metaxy error into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except MetaxyError as exc:
+            err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+def project(ctx: typer.Context) -> Project:
+    obj = ctx.find_object(Project)
+    assert obj is not None  # set by the callback, which always runs first
+    return obj
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, nothing else."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Configuration file (metaxy.toml or pyproject.toml); default: the nearest one, "
+            "or $METAXY_CONFIG.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Project(config)
+
+
+FeatureArg = Annotated[str, typer.Argument(help="A feature key, e.g. video/raw.")]
+
+
+@app.command("features")
+@handled
+def features_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the features, upstream first: ids, fields with code versions, what each reads."""
+    graph = project(ctx).graph
+    if as_json:
+        print_json([_feature_json(graph, spec.key) for spec in graph])
+        return
+    out.print(views.features_view(graph))
+
+
+def _feature_json(graph: FeatureGraph, feature: str) -> dict[str, Any]:
+    spec = graph[feature]
+    versions = graph.versions
+    return {
+        "feature": feature,
+        "id_columns": list(spec.id_columns),
+        "version": versions.features[feature],
+        "upstream": list(graph.upstream(feature)),
+        "fields": [
+            {
+                "field": f.key,
+                "code_version": f.code_version,
+                "version": versions.fields[FieldRef(feature, f.key)],
+                "reads": [str(r) for r in graph.field_deps(feature, f.key)],
+            }
+            for f in spec.fields
+        ],
+    }
+
+
+@app.command("describe")
+@handled
+def describe_command(
+    ctx: typer.Context,
+    feature: FeatureArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one feature: fields, code versions, what each field reads, and its upstream."""
+    proj = project(ctx)
+    proj.feature(feature)
+    if as_json:
+        print_json(_feature_json(proj.graph, feature))
+        return
+    out.print(views.describe_view(proj.graph, feature))
+
+
+@app.command("graph")
+@handled
+def graph_command(
+    ctx: typer.Context,
+    mermaid: Annotated[
+        Path | None, typer.Option("--mermaid", help="Also write a Mermaid flowchart to FILE.")
+    ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option("--image", help="Also draw the graph to FILE (.png, .svg or .pdf)."),
+    ] = None,
+) -> None:
+    """Show the feature graph with field-level edges; write it as Mermaid or an image."""
+    graph = project(ctx).graph
+    out.print(views.graph_view(graph))
+    if mermaid is not None:
+        mermaid.parent.mkdir(parents=True, exist_ok=True)
+        mermaid.write_text(graph_export.to_mermaid(graph) + "\n", encoding="utf-8")
+        err.print(f"wrote {mermaid}", highlight=False)
+    if image is not None:
+        drawn = graph_export.write_image(graph, image)
+        err.print(
+            f"wrote {drawn.path}: {drawn.features} features, {drawn.fields} fields, "
+            f"{drawn.edges} field edges",
+            highlight=False,
+        )
+
+
+def main() -> None:
+    """The console script."""
+    app()

@@ -1,0 +1,244 @@
+"""The ``metaxy`` command, driven as a user drives it: Typer's runner in process (the same
+parsing, output and exit codes as the console script) and, once, the installed script itself,
+on the example project's features and a real DuckDB file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+import example_project.definitions  # noqa: F401  # imported once, before any test clears the registry
+from example_project.assets import build_assets
+from metaxy_core._cli.app import app
+from metaxy_dagster.registry import clear_features
+
+ROOT = Path(__file__).resolve().parent.parent
+METAXY = Path(sys.executable).parent / "metaxy"
+N = 6
+CLIPS = [f"clip-{i:04d}" for i in range(N)]
+EXAMPLE_FEATURES = "example_project.definitions:feature_graph"
+
+
+@pytest.fixture(autouse=True)
+def fresh_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No METAXY_* setting of the caller's environment leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("METAXY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "120")  # Rich's width when not writing to a terminal
+    clear_features()
+    yield
+    clear_features()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder with a metaxy.toml naming the example's features and a store file;
+    the example's assets declared over clips in ``tmp_path/data``."""
+    build_assets(tmp_path / "data")
+    (tmp_path / "metaxy.toml").write_text(
+        f'features = "{EXAMPLE_FEATURES}"\nstore = "metaxy.duckdb"\n', encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> Result:
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+# -- P1: the command, its configuration, errors and exit codes -----------------------------------
+
+COMMANDS = ["features", "describe", "graph"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_everywhere(command: str | None) -> None:
+    result = run(*([command] if command else []), "--help")
+    assert "Usage: metaxy" in result.stdout
+    assert "--help" in result.stdout
+
+
+def test_no_command_shows_help_and_unknown_command_is_a_usage_error() -> None:
+    assert "features" in run(code=2).stdout  # no_args_is_help exits 2, as Click does
+    assert "No such command 'bogus'" in run("bogus", code=2).stderr
+
+
+def test_features_from_metaxy_toml(project: Path) -> None:
+    listed = json.loads(run("features", "--json").stdout)
+    assert [f["feature"] for f in listed] == [
+        "video/raw",
+        "audio/features",
+        "audio/transcript",
+        "video/crop",
+        "vision/faces",
+        "train/manifest",
+    ]
+    crop = listed[3]
+    assert crop["id_columns"] == ["clip_id"]
+    assert crop["upstream"] == ["video/raw"]
+    assert [(f["field"], f["code_version"], f["reads"]) for f in crop["fields"]] == [
+        ("audio", "1", ["video/raw.audio"]),
+        ("frames", "1", ["video/raw.frames"]),
+    ]
+    table = run("features").stdout
+    assert "6 features" in table
+    assert "audio (v1), frames (v1)" in table
+
+
+def test_config_in_pyproject_and_environment_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_assets(tmp_path / "data")
+    sub = tmp_path / "sub" / "deeper"
+    sub.mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.metaxy]\nfeatures = "no_such_module:graph"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(sub)  # found by walking up
+    result = run("features", code=1)
+    assert result.stderr.startswith(
+        "error: features = 'no_such_module:graph': cannot import module 'no_such_module'"
+    )
+    assert str(tmp_path) in result.stderr  # where it looked
+    listed = run("features", "--json", env={"METAXY_FEATURES": EXAMPLE_FEATURES}).stdout
+    assert len(json.loads(listed)) == 6
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("", r"'features' is not set\. Add e\.g\. features = "),
+        ('features = "nocolon"', r"setting 'features': Value error, 'nocolon' is not 'module:att"),
+        (f'features = "{EXAMPLE_FEATURES}"\nstor = "x"', r"unknown setting 'stor'; the settings"),
+        (f'features = "{EXAMPLE_FEATURES}"\nengine = "spark"', r"setting 'engine': Input should"),
+        ("features = ", r"not valid TOML"),
+        ('features = "example_project.definitions:nope"', r"has no attribute 'nope'\. Name the"),
+        ('features = "example_project.definitions:defs"', r"is a Definitions, not a FeatureG"),
+    ],
+)
+def test_config_errors_are_one_line_with_a_hint(project: Path, toml: str, message: str) -> None:
+    (project / "metaxy.toml").write_text(toml + "\n", encoding="utf-8")
+    result = run("features", code=1)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_unknown_feature_lists_the_known_ones(project: Path) -> None:
+    result = run("describe", "video/nope", code=1)
+    assert result.stderr == (
+        "error: feature 'video/nope' is not declared in example_project.definitions:"
+        "feature_graph; known features: video/raw, audio/features, audio/transcript, "
+        "video/crop, vision/faces, train/manifest. Run `metaxy features` to see them.\n"
+    )
+
+
+def test_config_option_names_the_file(project: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere.toml"
+    other.write_text('features = "nowhere:graph"\n', encoding="utf-8")
+    assert "cannot import module 'nowhere'" in run("-c", str(other), "features", code=1).stderr
+    missing = run("--config", str(tmp_path / "missing.toml"), "features", code=2)
+    assert "does not exist" in missing.stderr  # checked by the option itself: a usage error
+
+
+def test_console_script_runs_from_the_repository() -> None:
+    """`pip install` gives a `metaxy` script; in this repository it reads [tool.metaxy]."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAXY_")}
+    result = subprocess.run(
+        [str(METAXY), "describe", "vision/faces", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert described["fields"][0]["reads"] == ["video/crop.frames"]
+    bad = subprocess.run(
+        [str(METAXY), "describe", "nope"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: feature 'nope' is not declared")
+    assert bad.stdout == ""
+
+
+# -- P2: describe and graph ----------------------------------------------------------------------
+
+
+def test_describe_shows_fields_code_versions_and_reads(project: Path) -> None:
+    text = run("describe", "train/manifest").stdout
+    assert "train/manifest" in text
+    assert "audio/features.features, audio/transcript.text, vision/faces.faces" in text
+    assert "read by: nothing" in text
+    faces = json.loads(run("describe", "vision/faces", "--json").stdout)
+    assert faces["upstream"] == ["video/crop"]
+    assert [f["field"] for f in faces["fields"]] == ["faces"]
+
+
+def test_graph_text_has_field_level_edges(project: Path) -> None:
+    text = run("graph").stdout
+    assert "faces (v1)  <- video/crop.frames" in text
+    assert "text (v1)  <- video/raw.audio" in text
+    assert "frames (v1)  <- video/raw.frames" in text
+
+
+def test_graph_mermaid(project: Path) -> None:
+    run("graph", "--mermaid", "out/graph.mmd")
+    lines = (project / "out" / "graph.mmd").read_text().splitlines()
+    assert lines[0] == "flowchart LR"
+    assert sum(line.strip().startswith("subgraph ") for line in lines) == 6
+    assert sum(" --> " in line for line in lines) == 8  # one per field dependency
+    assert '  subgraph f3["video/crop"]' in lines
+    assert "  f3_1 --> f4_0" in lines  # video/crop.frames -> vision/faces.faces
+
+
+def test_graph_image_png_and_svg(project: Path) -> None:
+    result = run("graph", "--image", "graph.png")
+    assert "wrote graph.png: 6 features, 8 fields, 8 field edges" in result.stderr
+    with Image.open(project / "graph.png") as png:
+        assert png.format == "PNG"
+        width, height = png.size
+        assert 800 <= width <= 2000 and 300 <= height <= 1200, png.size
+        assert len(png.getcolors(maxcolors=1 << 16) or []) > 10  # drawn, not blank
+
+    run("graph", "--image", "graph.svg")
+    tree = ET.parse(project / "graph.svg")
+    ids = [el.get("id", "") for el in tree.iter() if el.get("id")]
+    assert sum(i.startswith("metaxy-feature-") for i in ids) == 6
+    assert sum(i.startswith("metaxy-field-") for i in ids) == 8
+    assert sum(i.startswith("metaxy-edge-") for i in ids) == 8
+
+    bad = run("graph", "--image", "graph.gif", code=1)
+    assert "unknown image format 'gif'" in bad.stderr
+
+
+def test_graph_image_offline_needs_no_program(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `dot` or browser: an empty PATH still draws (matplotlib ships its fonts)."""
+    monkeypatch.setenv("PATH", "")
+    run("graph", "--image", "g.png")
+    assert (project / "g.png").stat().st_size > 10_000
