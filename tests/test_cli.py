@@ -14,13 +14,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
+import polars as pl
 import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
 import example_project.definitions  # noqa: F401  # imported once, before any test clears the registry
 from example_project.assets import build_assets
+from example_project.edit import edit_audio, remove_clips
+from example_project.media import generate_clips
+from metaxy_core import DuckDBMetadataStore, columns
 from metaxy_core._cli.app import app
+from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, asset_key, feature_graph
 from metaxy_dagster.registry import clear_features
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +68,7 @@ def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> Result:
 
 # -- P1: the command, its configuration, errors and exit codes -----------------------------------
 
-COMMANDS = ["features", "describe", "graph"]
+COMMANDS = ["features", "describe", "graph", "status", "history"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -242,3 +248,122 @@ def test_graph_image_offline_needs_no_program(
     monkeypatch.setenv("PATH", "")
     run("graph", "--image", "g.png")
     assert (project / "g.png").stat().st_size > 10_000
+
+
+# -- P3: status and history on the example's store -----------------------------------------------
+
+
+class Example:
+    """The example's assets over clips and a store file in the project folder, run by Dagster."""
+
+    def __init__(self, folder: Path) -> None:
+        self.data_dir = folder / "data"
+        assert generate_clips(self.data_dir, N) == CLIPS
+        self.assets = build_assets(self.data_dir)
+        self.store_path = folder / "metaxy.duckdb"
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def materialize(self, *features: str) -> dg.ExecuteInProcessResult:
+        """Materialize ``features`` (default: all) in one run."""
+        store = MetaxyStoreResource(path=str(self.store_path))
+        chosen = [
+            a for a in self.assets if not features or a.key in {asset_key(f) for f in features}
+        ]
+        result = dg.materialize(
+            chosen,
+            resources={"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)},
+            instance=self.instance,
+            selection=chosen,
+        )
+        assert result.success
+        return result
+
+    def written(self, feature: str, run_id: str) -> list[str]:
+        """Clips of ``feature`` that run ``run_id`` wrote."""
+        history = DuckDBMetadataStore(feature_graph(), self.store_path).read(feature, history=True)
+        rows = history.filter((pl.col(columns.RUN_ID) == run_id) & ~pl.col(columns.DELETED))
+        return sorted(rows["clip_id"])
+
+
+@pytest.fixture
+def example(project: Path) -> Example:
+    ex = Example(project)
+    ex.materialize()
+    return ex
+
+
+def status_json(*args: str) -> dict[str, dict[str, object]]:
+    found = json.loads(run("status", *args, "--json").stdout)
+    return {s["feature"]: s for s in found["features"]}
+
+
+def test_status_after_an_audio_edit(example: Example) -> None:
+    """Acceptance 1: after an audio edit (scanned by video/raw), crop and transcript are stale
+    by `audio`; faces nothing."""
+    fresh = status_json()
+    assert {k: (s["stored"], s["new"], s["stale"], s["orphaned"]) for k, s in fresh.items()} == {
+        k: (N, 0, 0, 0) for k in fresh
+    }
+    edit_audio(2, example.data_dir)
+    example.materialize("video/raw")
+    found = status_json()
+    counts = {k: (s["new"], s["stale"], s["orphaned"]) for k, s in found.items()}
+    assert counts == {
+        "video/raw": (0, 0, 0),
+        "audio/features": (0, 2, 0),
+        "audio/transcript": (0, 2, 0),
+        "video/crop": (0, 2, 0),
+        "vision/faces": (0, 0, 0),
+        "train/manifest": (0, 0, 0),
+    }
+    assert found["video/crop"]["stale_fields"] == [
+        {"field": "audio", "reason": "input_data", "samples": 2, "reads": "video/raw.audio"}
+    ]
+    assert found["audio/transcript"]["stale_fields"] == [
+        {"field": "text", "reason": "input_data", "samples": 2, "reads": "video/raw.audio"}
+    ]
+    assert found["vision/faces"]["stale_fields"] == []
+    assert "stored data versions" in str(found["video/raw"]["note"])
+
+    table = run("status").stdout
+    assert "audio: 2 (input_data) <- video/raw.audio" in table
+    assert "text: 2 (input_data) <- video/raw.audio" in table
+    one = status_json("video/crop")
+    assert list(one) == ["video/crop"]
+
+
+def test_status_of_a_removed_clip_is_orphaned_downstream(example: Example) -> None:
+    remove_clips(1, example.data_dir)
+    example.materialize("video/raw")
+    found = status_json()
+    assert {k: s["orphaned"] for k, s in found.items()} == {
+        "video/raw": 0,  # soft-deleted by its own scan
+        "audio/features": 1,
+        "audio/transcript": 1,
+        "video/crop": 1,
+        "vision/faces": 0,  # reads video/crop, which still holds the clip
+        "train/manifest": 0,
+    }
+    assert found["video/raw"]["stored"] == N - 1
+
+
+def test_status_on_an_empty_store(project: Path) -> None:
+    found = status_json()
+    assert found["video/raw"]["note"] == "root, never written: run its asset to scan the samples"
+    assert all(s["stored"] == 0 and s["new"] == 0 for s in found.values())
+
+
+def test_history_lists_the_writes(example: Example) -> None:
+    edit_audio(1, example.data_dir)
+    second = example.materialize()
+    writes = json.loads(run("history", "video/crop", "--json").stdout)
+    assert [(w["write_seq"] > 0, w["rows"], w["deleted"]) for w in writes] == [
+        (True, N, False),
+        (True, 1, False),
+    ]
+    assert writes[1]["run_id"] == second.run_id
+    assert writes[0]["write_seq"] < writes[1]["write_seq"]
+    table = run("history", "video/crop").stdout
+    assert "writes of video/crop" in table
+    assert second.run_id[:8] in table
+    assert run("history", "nope", code=1).stderr.startswith("error: feature 'nope' is not")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
 from metaxy_core.definitions import FieldRef
@@ -21,7 +22,7 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.store.base import MetadataStore
 
 from . import config as cfg
-from . import graph_export, views
+from . import graph_export, status, views
 
 __all__ = ["Project", "app", "main"]
 
@@ -194,6 +195,57 @@ def graph_command(
             f"{drawn.edges} field edges",
             highlight=False,
         )
+
+
+@app.command("status")
+@handled
+def status_command(
+    ctx: typer.Context,
+    feature: Annotated[
+        str | None, typer.Argument(help="Only this feature (default: every feature).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Count new, stale (by field and reason) and orphaned samples of each feature."""
+    proj = project(ctx)
+    features = [proj.feature(feature)] if feature else list(proj.graph.topological_order())
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("counting {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("features", total=len(features))
+
+        def advance(done: str) -> None:
+            progress.update(task, advance=1, description=done)
+
+        found = status.statuses(proj.store, features, advance)
+    if as_json:
+        print_json({"store": str(proj.store), "features": [s.to_json() for s in found]})
+        return
+    out.print(status.status_table(found))
+
+
+@app.command("history")
+@handled
+def history_command(
+    ctx: typer.Context,
+    feature: FeatureArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the writes of a feature over time: sequence, time, run id, rows, version."""
+    proj = project(ctx)
+    writes = status.write_history(proj.store, proj.feature(feature))
+    if as_json:
+        print_json(writes.to_dicts())
+        return
+    if writes.is_empty():
+        out.print(f"{feature} was never written to {proj.store}.", highlight=False)
+        return
+    out.print(status.history_table(feature, writes))
 
 
 def main() -> None:
