@@ -26,8 +26,9 @@ from example_project.edit import edit_audio, remove_clips
 from example_project.media import generate_clips
 from metaxy_core import DuckDBMetadataStore, columns
 from metaxy_core._cli.app import app
+from metaxy_core.store.snapshots import ACCEPT, audits
 from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, asset_key, feature_graph
-from metaxy_dagster.registry import clear_features
+from metaxy_dagster.registry import clear_features, register_feature
 
 ROOT = Path(__file__).resolve().parent.parent
 METAXY = Path(sys.executable).parent / "metaxy"
@@ -68,7 +69,18 @@ def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> Result:
 
 # -- P1: the command, its configuration, errors and exit codes -----------------------------------
 
-COMMANDS = ["features", "describe", "graph", "status", "history"]
+COMMANDS = [
+    "features",
+    "describe",
+    "graph",
+    "status",
+    "history",
+    "snapshot",
+    "snapshots",
+    "diff",
+    "accept",
+    "delete",
+]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -367,3 +379,162 @@ def test_history_lists_the_writes(example: Example) -> None:
     assert "writes of video/crop" in table
     assert second.run_id[:8] in table
     assert run("history", "nope", code=1).stderr.startswith("error: feature 'nope' is not")
+
+
+# -- P4: snapshots, diff, accept, delete ----------------------------------------------------------
+
+
+def bump(feature: str, *fields: str, version: str = "2") -> None:
+    """Change code versions as an author would, in the code location's graph."""
+    spec = feature_graph()[feature]
+    changed = tuple(
+        f.model_copy(update={"code_version": version}) if f.key in fields else f
+        for f in spec.fields
+    )
+    register_feature(spec.model_copy(update={"fields": changed}))
+
+
+def example_store() -> DuckDBMetadataStore:
+    return DuckDBMetadataStore(feature_graph(), Path("metaxy.duckdb"))
+
+
+def test_a_write_records_a_snapshot_once(example: Example) -> None:
+    listed = json.loads(run("snapshots", "--json").stdout)
+    assert [(s["features"], s["current"]) for s in listed] == [(6, True)]
+    assert listed[0]["graph_version"] == feature_graph().versions.graph
+    assert "already the latest" in run("snapshot").stdout
+    bump("video/crop", "audio")
+    assert "recorded" in run("snapshot").stdout
+    assert [s["current"] for s in json.loads(run("snapshots", "--json").stdout)] == [True, False]
+
+
+def test_diff_predicts_exactly_what_the_run_recomputes(example: Example) -> None:
+    """Acceptance 1: after a code-version bump, `diff` names the change and predicts the
+    samples each feature recomputes; the run then recomputes exactly those."""
+    bump("video/crop", "audio")
+    found = json.loads(run("diff", "--json").stdout)
+    assert found["changes"] == [
+        {"feature": "video/crop", "field": "audio", "kind": "code version", "old": "1", "new": "2"}
+    ]
+    predicted = {s["feature"]: s["new"] + s["stale"] for s in found["impact"]}
+    assert predicted == {
+        "video/raw": 0,
+        "audio/features": 0,
+        "audio/transcript": 0,
+        "video/crop": N,
+        "vision/faces": 0,
+        "train/manifest": 0,
+    }
+    crop = next(s for s in found["impact"] if s["feature"] == "video/crop")
+    assert crop["stale_fields"] == [
+        {"field": "audio", "reason": "code_version", "samples": N, "reads": "video/raw.audio"}
+    ]
+    assert found["follows"] == {}  # nothing reads video/crop.audio
+    text = run("diff").stdout
+    assert "video/crop.audio: code version 1 -> 2" in text
+
+    result = example.materialize()
+    recomputed = {f: len(example.written(f, result.run_id)) for f in predicted}
+    assert recomputed == predicted
+    assert example.written("video/crop", result.run_id) == CLIPS
+    # The run recorded the new definitions: relative to them, nothing changed.
+    assert json.loads(run("diff", "--json").stdout)["changes"] == []
+    older = json.loads(run("snapshots", "--json").stdout)[1]["graph_version"]
+    assert json.loads(run("diff", older[:10], "--json").stdout)["changes"] == found["changes"]
+
+
+def test_diff_of_a_reads_change_and_what_follows(example: Example) -> None:
+    bump("video/crop", "frames")
+    found = json.loads(run("diff", "--json").stdout)
+    assert found["follows"] == {"vision/faces": ["faces"], "train/manifest": ["default"]}
+    assert "then, if outputs change" in run("diff").stdout
+
+
+def test_diff_errors(project: Path, example: Example) -> None:
+    assert "matches no graph snapshot" in run("diff", "ffff", code=1).stderr
+    empty = project / "empty.duckdb"
+    result = run("diff", code=1, env={"METAXY_STORE": str(empty)})
+    assert "has no graph snapshot yet" in result.stderr
+    assert "Run `metaxy snapshot`" in result.stderr
+
+
+def test_accept_makes_samples_fresh_without_recompute(example: Example) -> None:
+    """Acceptance 1: `accept` after a cosmetic bump: fresh without recompute, an audit row."""
+    bump("video/crop", "audio")
+    before = example_store().read("video/crop").sort("clip_id")
+    result = run("accept", "video/crop.audio")
+    assert f"accepted audio of video/crop: {N} samples take version" in result.stdout
+    found = status_json()
+    assert {k: s["new"] + s["stale"] + s["orphaned"] for k, s in found.items()} == dict.fromkeys(
+        found, 0
+    )
+    after = example_store().read("video/crop").sort("clip_id")
+    # Outputs and data versions kept; versions and provenance of audio moved on.
+    for name in [
+        "crop_audio_path",
+        "n_frames",
+        "metaxy_data_version",
+        "metaxy_data_version__audio",
+    ]:
+        assert after[name].to_list() == before[name].to_list(), name
+    assert (
+        after["metaxy_provenance__audio"].to_list() != before["metaxy_provenance__audio"].to_list()
+    )
+    assert set(after["metaxy_feature_version"]) == {feature_graph().versions.features["video/crop"]}
+    [(record, body)] = audits(example_store(), ACCEPT)
+    assert record.key == "video/crop"
+    assert (body["fields"], body["samples"]) == (["audio"], N)
+    writes = json.loads(run("history", "video/crop", "--json").stdout)
+    assert writes[-1]["run_id"] == body["run_id"]
+    assert writes[-1]["run_id"].startswith("metaxy-accept-")
+    # A run now computes nothing anywhere.
+    rerun = example.materialize()
+    assert {f: example.written(f, rerun.run_id) for f in found} == {f: [] for f in found}
+    assert "nothing to accept" in run("accept", "video/crop").stdout
+
+
+def test_accept_refuses_when_upstream_data_changed_too(example: Example) -> None:
+    edit_audio(1, example.data_dir)
+    example.materialize("video/raw")
+    bump("video/crop", "audio")
+    seq = example_store().last_write_seq("video/crop")
+    result = run("accept", "video/crop", code=1)
+    assert result.stderr.startswith(
+        "error: cannot accept the change of 'video/crop': 1 of its stale samples also have "
+        "changed upstream data (e.g. {'clip_id': 'clip-0000'}), which needs a recompute."
+    )
+    assert example_store().last_write_seq("video/crop") == seq  # nothing written
+    assert audits(example_store(), ACCEPT) == []
+
+
+def test_accept_one_field_refuses_other_changed_fields(example: Example) -> None:
+    bump("video/crop", "audio", "frames")
+    result = run("accept", "video/crop.audio", code=1)
+    assert f"{N} stale samples also changed field(s) frames" in result.stderr
+    assert "accepted audio, frames of video/crop" in run("accept", "video/crop").stdout
+    assert run("accept", "video/crop.nope", code=1).stderr.startswith(
+        "error: feature 'video/crop' has no field 'nope'"
+    )
+
+
+def test_accept_a_root_code_change(example: Example) -> None:
+    bump("video/raw", "frames")
+    assert status_json("video/raw")["video/raw"]["stale"] == N
+    assert f"accepted frames of video/raw: {N} samples" in run("accept", "video/raw.frames").stdout
+    assert {k: s["stale"] for k, s in status_json().items()} == dict.fromkeys(status_json(), 0)
+
+
+def test_delete_soft_deletes_samples(example: Example) -> None:
+    result = run("delete", "vision/faces", "--ids", "clip-0001,clip-0002", "--ids", "clip-0003")
+    assert "deleted 3 samples of vision/faces" in result.stdout
+    found = status_json("vision/faces")["vision/faces"]
+    assert (found["stored"], found["new"]) == (N - 3, 3)  # computable again
+    writes = json.loads(run("history", "vision/faces", "--json").stdout)
+    assert (writes[-1]["rows"], writes[-1]["deleted"]) == (3, True)
+    assert len(example_store().read("vision/faces", history=True)) == N + 3  # history kept
+
+    bad = run("delete", "vision/faces", "--ids", "clip-0000,clip-9999", code=1)
+    assert "1 of the given ids are not current samples of 'vision/faces'" in bad.stderr
+    assert "{'clip_id': 'clip-9999'}" in bad.stderr
+    assert example_store().read("vision/faces").height == N - 3  # nothing deleted
+    assert "Missing option '--ids'" in run("delete", "vision/faces", code=2).stderr

@@ -14,15 +14,17 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
 from rich.text import Text
 
 from metaxy_core.definitions import FieldRef
 from metaxy_core.errors import FeatureNotFoundError, MetaxyError
 from metaxy_core.graph import FeatureGraph
+from metaxy_core.store import accept, snapshots
 from metaxy_core.store.base import MetadataStore
 
 from . import config as cfg
-from . import graph_export, status, views
+from . import diff, graph_export, samples, status, views
 
 __all__ = ["Project", "app", "main"]
 
@@ -246,6 +248,154 @@ def history_command(
         out.print(f"{feature} was never written to {proj.store}.", highlight=False)
         return
     out.print(status.history_table(feature, writes))
+
+
+@app.command("snapshot")
+@handled
+def snapshot_command(ctx: typer.Context) -> None:
+    """Record the current definitions in the store as a graph snapshot (for `metaxy diff`).
+
+    A store also records one by itself when it is first written with new definitions.
+    """
+    proj = project(ctx)
+    recorded = snapshots.record_snapshot(proj.store, force=True)
+    version = proj.graph.versions.graph
+    what = "recorded" if recorded else "already the latest"
+    out.print(f"graph snapshot {version} {what} in {proj.store}", highlight=False)
+
+
+@app.command("snapshots")
+@handled
+def snapshots_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the graph snapshots recorded in the store, newest first."""
+    proj = project(ctx)
+    found = list(reversed(snapshots.snapshots(proj.store)))
+    current = proj.graph.versions.graph
+    if as_json:
+        print_json(
+            [
+                {
+                    "graph_version": s.graph_version,
+                    "recorded_at": s.recorded_at.isoformat(),
+                    "features": len(s.graph),
+                    "current": s.graph_version == current,
+                }
+                for s in found
+            ]
+        )
+        return
+    table = Table(title=f"graph snapshots in {proj.store}")
+    for name in ("graph version", "recorded at (UTC)", "features", ""):
+        table.add_column(name)
+    for s in found:
+        mark = "current definitions" if s.graph_version == current else ""
+        when = s.recorded_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(s.graph_version, when, str(len(s.graph)), mark)
+    out.print(table)
+
+
+@app.command("diff")
+@handled
+def diff_command(
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="A recorded graph version (or a prefix); default: the latest."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What changed since a recorded snapshot (fields, code versions, reads), and how many
+    samples each feature would recompute now."""
+    proj = project(ctx)
+    snap = snapshots.find_snapshot(proj.store, ref)
+    changes = diff.definition_changes(snap.graph, proj.graph)
+    following = diff.follows(proj.graph, changes)
+    found = status.statuses(proj.store, proj.graph.topological_order(), lambda _: None)
+    if as_json:
+        print_json(
+            {
+                "snapshot": snap.graph_version,
+                "current": proj.graph.versions.graph,
+                "changes": [ch.to_json() for ch in changes],
+                "impact": [s.to_json() for s in found],
+                "follows": following,
+            }
+        )
+        return
+    out.print(
+        f"snapshot {views.short(snap.graph_version)} "
+        f"({snap.recorded_at:%Y-%m-%d %H:%M:%S} UTC) -> current definitions "
+        f"{views.short(proj.graph.versions.graph)}",
+        highlight=False,
+    )
+    for change in changes:
+        out.print(f"  {change.text()}", highlight=False)
+    if not changes:
+        out.print("  no definition changes", highlight=False)
+    out.print(diff.impact_table(found, following))
+
+
+def _feature_and_fields(graph: FeatureGraph, target: str) -> tuple[str, list[str] | None]:
+    if target in graph:
+        return target, None
+    feature, _, field = target.rpartition(".")
+    if feature in graph:
+        graph[feature].field(field)
+        return feature, [field]
+    raise FeatureNotFoundError(
+        f"{target!r} names no feature (or FEATURE.FIELD); known features: "
+        f"{', '.join(graph.topological_order())}. Run `metaxy features` to see them."
+    )
+
+
+@app.command("accept")
+@handled
+def accept_command(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="FEATURE or FEATURE.FIELD whose definition change to accept.")
+    ],
+) -> None:
+    """Accept a definition change that does not change outputs: the stale samples take the
+    new versions without recompute (an audit row is kept). Refused when upstream data changed."""
+    proj = project(ctx)
+    feature, fields = _feature_and_fields(proj.graph, target)
+    result = accept.accept_change(proj.store, feature, fields)
+    if not result.samples:
+        out.print(f"nothing to accept: no sample of {feature} is stale by its definitions")
+        return
+    out.print(
+        f"accepted {', '.join(result.fields)} of {feature}: {result.samples} samples take "
+        f"version {views.short(proj.graph.versions.features[feature])} without recompute "
+        f"(write {result.write_seq}, run {result.run_id})",
+        highlight=False,
+    )
+
+
+@app.command("delete")
+@handled
+def delete_command(
+    ctx: typer.Context,
+    feature: FeatureArg,
+    ids: Annotated[
+        list[str],
+        typer.Option(
+            "--ids",
+            help="Ids of the samples, comma-separated or repeated; for several id columns, "
+            'JSON objects such as \'{"video_id": "v1", "chunk": 2}\'.',
+        ),
+    ],
+) -> None:
+    """Soft-delete samples: history keeps every earlier row."""
+    proj = project(ctx)
+    frame = samples.parse_ids(proj.store, proj.feature(feature), ids)
+    result = proj.store.delete(feature, frame, run_id="metaxy-delete")
+    out.print(
+        f"deleted {result.rows} samples of {feature} (write {result.write_seq})", highlight=False
+    )
 
 
 def main() -> None:
