@@ -24,6 +24,7 @@ audit row to the store (:mod:`metaxy_core.store.snapshots`).
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from metaxy_core import columns as c
 from metaxy_core.errors import AcceptRefusedError
 from metaxy_core.increment import StaleReason
 from metaxy_core.store.base import MetadataStore
-from metaxy_core.store.snapshots import ACCEPT, record_audit
+from metaxy_core.store.snapshots import ACCEPT, record_audit, snapshots
 
 __all__ = ["AcceptResult", "accept_change"]
 
@@ -63,6 +64,46 @@ def _examples(frame: pl.DataFrame, ids: Sequence[str]) -> str:
     return ", ".join(str(r) for r in frame.select(ids).head(_SHOWN).iter_rows(named=True))
 
 
+def _upstream_changed(
+    store: MetadataStore,
+    feature: str,
+    stale: pl.DataFrame,
+    stored: pl.DataFrame,
+    inputs: Sequence[str],
+) -> pl.DataFrame:
+    """Ids of the stale samples whose upstream data changed since they were computed.
+
+    A field whose definition changed is reported stale by ``code_version`` even when its
+    inputs changed too. So compare the change inputs each sample was computed from with
+    today's; where they were not stored, resolve the sample under the definitions it was
+    written with (its graph snapshot): stale there means its upstream data changed.
+    """
+    ids = list(store.graph[feature].id_columns)
+    by_reason = stale.filter(pl.col(c.STALE_REASON).str.contains(StaleReason.INPUT_DATA))
+    if not inputs:
+        return by_reason.select(ids)
+    then = stored.select(*ids, c.FEATURE_VERSION, *(pl.col(n).alias(f"{n}__then") for n in inputs))
+    joined = stale.select(*ids, *inputs).join(then, on=ids, how="left")
+    unknown = pl.any_horizontal(pl.col(f"{n}__then").is_null() for n in inputs)
+    differs = pl.any_horizontal(pl.col(n).ne_missing(pl.col(f"{n}__then")) for n in inputs)
+    found = [by_reason.select(ids), joined.filter(~unknown & differs).select(ids)]
+    unchecked = joined.filter(unknown)
+    if unchecked.height:
+        recorded = list(reversed(snapshots(store)))
+        for (version,), rows in unchecked.group_by([c.FEATURE_VERSION]):
+            snap = next(
+                (s for s in recorded if s.graph.versions.features.get(feature) == version), None
+            )
+            if snap is None:  # nothing to prove them unchanged with
+                found.append(rows.select(ids))
+                continue
+            then_store = copy.copy(store)  # the same data, seen through the old definitions
+            then_store.graph = snap.graph
+            moved = then_store.resolve_update(feature).to_compute().select(ids)
+            found.append(moved.join(rows.select(ids), on=ids, how="semi"))
+    return pl.concat(found).unique(maintain_order=True)
+
+
 def accept_change(
     store: MetadataStore, feature: str, fields: Sequence[str] | None = None
 ) -> AcceptResult:
@@ -86,17 +127,7 @@ def accept_change(
     stale = increment.stale
     inputs = [n for n in stale.columns if n.startswith(c.UPSTREAM_DATA_VERSION + "__")]
     stored = store.read(feature).join(stale.select(ids), on=ids, how="semi")
-    # A field whose code changed is reported stale by code_version even when its inputs
-    # changed too, so compare the inputs each sample was computed from with today's.
-    moved = stale.select(*ids, *inputs).join(
-        stored.select(*ids, *inputs), on=ids, how="left", suffix="__stored"
-    )
-    differs = [pl.col(n).ne_missing(pl.col(f"{n}__stored")) for n in inputs]
-    by_input = stale.filter(pl.col(c.STALE_REASON).str.contains(StaleReason.INPUT_DATA))
-    if differs:
-        by_input = pl.concat(
-            [by_input.select(ids), moved.filter(pl.any_horizontal(differs)).select(ids)]
-        ).unique(maintain_order=True)
+    by_input = _upstream_changed(store, feature, stale, stored, inputs)
     if by_input.height:
         raise AcceptRefusedError(
             f"cannot accept the change of {feature!r}: {by_input.height} of its stale samples "
