@@ -538,3 +538,51 @@ def test_delete_soft_deletes_samples(example: Example) -> None:
     assert "{'clip_id': 'clip-9999'}" in bad.stderr
     assert example_store().read("vision/faces").height == N - 3  # nothing deleted
     assert "Missing option '--ids'" in run("delete", "vision/faces", code=2).stderr
+
+
+# -- docs/cli.md: what it shows is what metaxy prints ---------------------------------------------
+
+DOC = ROOT / "docs" / "cli.md"
+
+
+def doc_blocks(lang: str) -> list[str]:
+    """The bodies of the ```<lang> blocks of docs/cli.md."""
+    return re.findall(rf"^```{lang}\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_doc_terminal_captures_are_what_metaxy_prints(project: Path) -> None:
+    """Every ```console block, run in the state the page describes: the example materialized,
+    then the audio of two clips edited and scanned."""
+    example = Example(project)
+    example.materialize()
+    edit_audio(2, example.data_dir)
+    example.materialize("video/raw")
+    captures = doc_blocks("console")
+    assert len(captures) == 3
+    for capture in captures:
+        command, *expected = capture.splitlines()
+        assert command.startswith("$ metaxy ")
+        printed = run(*command.split()[2:], env={"COLUMNS": "100"}).stdout
+        assert [line.rstrip() for line in printed.splitlines()] == expected, command
+
+
+def test_doc_error_example_and_diff_line(example: Example) -> None:
+    error, diff_line = doc_blocks("text")
+    assert run("describe", "video/nope", code=1).stderr == error
+    bump("video/crop", "audio")
+    assert diff_line.strip() in run("diff").stdout
+
+
+def test_doc_graph_image_is_the_example_graph(project: Path) -> None:
+    run("graph", "--image", "fresh.png")
+    with (
+        Image.open(project / "fresh.png") as fresh,
+        Image.open(ROOT / DOC.parent / "img" / "metaxy-graph.png") as shown,
+    ):
+        assert shown.size == fresh.size
+    assert "](img/metaxy-graph.png)" in DOC.read_text(encoding="utf-8")
+
+
+def test_doc_configuration_is_this_repository_s() -> None:
+    [toml] = doc_blocks("toml")
+    assert toml in (ROOT / "pyproject.toml").read_text(encoding="utf-8")

@@ -76,7 +76,7 @@ def increment_of(store: MetadataStore, feature: str) -> tuple[Increment | None, 
     samples = root_samples(store, feature)
     if samples is None:
         return None, "root, never written: run its asset to scan the samples"
-    note = "root: compared with its stored data versions (its asset scans for new data)"
+    note = "root: checked against its stored data versions"
     return store.resolve_update(feature, samples=samples), note
 
 
