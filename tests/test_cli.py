@@ -344,6 +344,16 @@ def test_status_after_an_audio_edit(example: Example) -> None:
     assert list(one) == ["video/crop"]
 
 
+def test_status_shows_a_progress_bar_on_a_terminal(example: Example) -> None:
+    """On a terminal (TTY_COMPATIBLE=1 tells Rich it is one), stderr shows the bar while
+    counting; stdout holds only the result."""
+    result = run("status", "--json", env={"TTY_COMPATIBLE": "1"})
+    assert "counting train/manifest" in result.stderr
+    assert "6/6" in result.stderr
+    assert len(json.loads(result.stdout)["features"]) == 6
+    assert run("status").stderr == ""  # not a terminal: no bar
+
+
 def test_status_of_a_removed_clip_is_orphaned_downstream(example: Example) -> None:
     remove_clips(1, example.data_dir)
     example.materialize("video/raw")

@@ -14,10 +14,8 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 from rich.text import Text
 
-from metaxy_core.definitions import FieldRef
 from metaxy_core.errors import FeatureNotFoundError, MetaxyError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.store import accept, snapshots
@@ -31,8 +29,17 @@ __all__ = ["Project", "app", "main"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console(soft_wrap=False)
-err = Console(stderr=True)
+
+def out() -> Console:
+    """The console of results (stdout), made per use so it sees the current environment
+    (``COLUMNS``, ``TTY_COMPATIBLE``...) and streams."""
+    return Console()
+
+
+def err() -> Console:
+    """The console of messages, errors and progress (stderr)."""
+    return Console(stderr=True)
+
 
 app = typer.Typer(
     name="metaxy",
@@ -83,7 +90,7 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except MetaxyError as exc:
-            err.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            err().print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
             raise typer.Exit(1) from None
 
     return run
@@ -130,29 +137,9 @@ def features_command(
     """List the features, upstream first: ids, fields with code versions, what each reads."""
     graph = project(ctx).graph
     if as_json:
-        print_json([_feature_json(graph, spec.key) for spec in graph])
+        print_json([views.feature_json(graph, spec.key) for spec in graph])
         return
-    out.print(views.features_view(graph))
-
-
-def _feature_json(graph: FeatureGraph, feature: str) -> dict[str, Any]:
-    spec = graph[feature]
-    versions = graph.versions
-    return {
-        "feature": feature,
-        "id_columns": list(spec.id_columns),
-        "version": versions.features[feature],
-        "upstream": list(graph.upstream(feature)),
-        "fields": [
-            {
-                "field": f.key,
-                "code_version": f.code_version,
-                "version": versions.fields[FieldRef(feature, f.key)],
-                "reads": [str(r) for r in graph.field_deps(feature, f.key)],
-            }
-            for f in spec.fields
-        ],
-    }
+    out().print(views.features_view(graph))
 
 
 @app.command("describe")
@@ -166,9 +153,9 @@ def describe_command(
     proj = project(ctx)
     proj.feature(feature)
     if as_json:
-        print_json(_feature_json(proj.graph, feature))
+        print_json(views.feature_json(proj.graph, feature))
         return
-    out.print(views.describe_view(proj.graph, feature))
+    out().print(views.describe_view(proj.graph, feature))
 
 
 @app.command("graph")
@@ -185,14 +172,14 @@ def graph_command(
 ) -> None:
     """Show the feature graph with field-level edges; write it as Mermaid or an image."""
     graph = project(ctx).graph
-    out.print(views.graph_view(graph))
+    out().print(views.graph_view(graph))
     if mermaid is not None:
         mermaid.parent.mkdir(parents=True, exist_ok=True)
         mermaid.write_text(graph_export.to_mermaid(graph) + "\n", encoding="utf-8")
-        err.print(f"wrote {mermaid}", highlight=False)
+        err().print(f"wrote {mermaid}", highlight=False)
     if image is not None:
         drawn = graph_export.write_image(graph, image)
-        err.print(
+        err().print(
             f"wrote {drawn.path}: {drawn.features} features, {drawn.fields} fields, "
             f"{drawn.edges} field edges",
             highlight=False,
@@ -211,24 +198,27 @@ def status_command(
     """Count new, stale (by field and reason) and orphaned samples of each feature."""
     proj = project(ctx)
     features = [proj.feature(feature)] if feature else list(proj.graph.topological_order())
+    console = err()
     with Progress(
         SpinnerColumn(),
         TextColumn("counting {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=err,
+        console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("features", total=len(features))
-
-        def advance(done: str) -> None:
-            progress.update(task, advance=1, description=done)
-
-        found = status.statuses(proj.store, features, advance)
+        found = status.statuses(
+            proj.store,
+            features,
+            counting=lambda name: progress.update(task, description=name),
+            counted=lambda _: progress.advance(task),
+        )
     if as_json:
         print_json({"store": str(proj.store), "features": [s.to_json() for s in found]})
         return
-    out.print(status.status_table(found))
+    out().print(status.status_table(found))
 
 
 @app.command("history")
@@ -245,9 +235,9 @@ def history_command(
         print_json(writes.to_dicts())
         return
     if writes.is_empty():
-        out.print(f"{feature} was never written to {proj.store}.", highlight=False)
+        out().print(f"{feature} was never written to {proj.store}.", highlight=False)
         return
-    out.print(status.history_table(feature, writes))
+    out().print(status.history_table(feature, writes))
 
 
 @app.command("snapshot")
@@ -261,7 +251,7 @@ def snapshot_command(ctx: typer.Context) -> None:
     recorded = snapshots.record_snapshot(proj.store, force=True)
     version = proj.graph.versions.graph
     what = "recorded" if recorded else "already the latest"
-    out.print(f"graph snapshot {version} {what} in {proj.store}", highlight=False)
+    out().print(f"graph snapshot {version} {what} in {proj.store}", highlight=False)
 
 
 @app.command("snapshots")
@@ -287,14 +277,7 @@ def snapshots_command(
             ]
         )
         return
-    table = Table(title=f"graph snapshots in {proj.store}")
-    for name in ("graph version", "recorded at (UTC)", "features", ""):
-        table.add_column(name)
-    for s in found:
-        mark = "current definitions" if s.graph_version == current else ""
-        when = s.recorded_at.strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(s.graph_version, when, str(len(s.graph)), mark)
-    out.print(table)
+    out().print(views.snapshots_table(str(proj.store), found, current))
 
 
 @app.command("diff")
@@ -313,7 +296,7 @@ def diff_command(
     snap = snapshots.find_snapshot(proj.store, ref)
     changes = diff.definition_changes(snap.graph, proj.graph)
     following = diff.follows(proj.graph, changes)
-    found = status.statuses(proj.store, proj.graph.topological_order(), lambda _: None)
+    found = status.statuses(proj.store, proj.graph.topological_order())
     if as_json:
         print_json(
             {
@@ -325,17 +308,17 @@ def diff_command(
             }
         )
         return
-    out.print(
+    out().print(
         f"snapshot {views.short(snap.graph_version)} "
         f"({snap.recorded_at:%Y-%m-%d %H:%M:%S} UTC) -> current definitions "
         f"{views.short(proj.graph.versions.graph)}",
         highlight=False,
     )
     for change in changes:
-        out.print(f"  {change.text()}", highlight=False)
+        out().print(f"  {change.text()}", highlight=False)
     if not changes:
-        out.print("  no definition changes", highlight=False)
-    out.print(diff.impact_table(found, following))
+        out().print("  no definition changes", highlight=False)
+    out().print(diff.impact_table(found, following))
 
 
 def _feature_and_fields(graph: FeatureGraph, target: str) -> tuple[str, list[str] | None]:
@@ -365,9 +348,9 @@ def accept_command(
     feature, fields = _feature_and_fields(proj.graph, target)
     result = accept.accept_change(proj.store, feature, fields)
     if not result.samples:
-        out.print(f"nothing to accept: no sample of {feature} is stale by its definitions")
+        out().print(f"nothing to accept: no sample of {feature} is stale by its definitions")
         return
-    out.print(
+    out().print(
         f"accepted {', '.join(result.fields)} of {feature}: {result.samples} samples take "
         f"version {views.short(proj.graph.versions.features[feature])} without recompute "
         f"(write {result.write_seq}, run {result.run_id})",
@@ -393,7 +376,7 @@ def delete_command(
     proj = project(ctx)
     frame = samples.parse_ids(proj.store, proj.feature(feature), ids)
     result = proj.store.delete(feature, frame, run_id="metaxy-delete")
-    out.print(
+    out().print(
         f"deleted {result.rows} samples of {feature} (write {result.write_seq})", highlight=False
     )
 

@@ -110,14 +110,19 @@ def feature_status(store: MetadataStore, feature: str) -> FeatureStatus:
 
 
 def statuses(
-    store: MetadataStore, features: Iterable[str], advance: Callable[[str], None]
+    store: MetadataStore,
+    features: Iterable[str],
+    counting: Callable[[str], None] = lambda _: None,
+    counted: Callable[[str], None] = lambda _: None,
 ) -> list[FeatureStatus]:
-    """The status of each feature, calling ``advance`` after each (a progress bar)."""
+    """The status of each feature; ``counting`` and ``counted`` are called before and after
+    each one (a progress bar)."""
     found = []
     with store:  # one connection for all of them
         for feature in features:
+            counting(feature)
             found.append(feature_status(store, feature))
-            advance(feature)
+            counted(feature)
     return found
 
 

@@ -3,6 +3,8 @@ definitions, computed from the graph alone (no store)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -10,9 +12,18 @@ from rich.tree import Tree
 
 from metaxy_core.definitions import FeatureDep, FieldRef
 from metaxy_core.graph import FeatureGraph
+from metaxy_core.store.snapshots import Snapshot
 from metaxy_core.versions import read_through
 
-__all__ = ["describe_view", "features_view", "graph_view", "reads_text", "short"]
+__all__ = [
+    "describe_view",
+    "feature_json",
+    "features_view",
+    "graph_view",
+    "reads_text",
+    "short",
+    "snapshots_table",
+]
 
 SHORT = 8
 """Hex characters shown of a version (the full one is in ``--json`` and the store)."""
@@ -108,3 +119,36 @@ def graph_view(graph: FeatureGraph) -> Tree:
             arrow = "" if reads == "-" else f"  <- {reads}"
             node.add(f"{f.key} (v{f.code_version}){arrow}")
     return tree
+
+
+def feature_json(graph: FeatureGraph, feature: str) -> dict[str, Any]:
+    """One feature's definitions as JSON (``features --json``, ``describe --json``)."""
+    spec = graph[feature]
+    versions = graph.versions
+    return {
+        "feature": feature,
+        "id_columns": list(spec.id_columns),
+        "version": versions.features[feature],
+        "upstream": list(graph.upstream(feature)),
+        "fields": [
+            {
+                "field": f.key,
+                "code_version": f.code_version,
+                "version": versions.fields[FieldRef(feature, f.key)],
+                "reads": [str(r) for r in graph.field_deps(feature, f.key)],
+            }
+            for f in spec.fields
+        ],
+    }
+
+
+def snapshots_table(store: str, found: list[Snapshot], current: str) -> Table:
+    """Recorded graph snapshots, as given (newest first), marking the current definitions."""
+    table = Table(title=f"graph snapshots in {store}")
+    for name in ("graph version", "recorded at (UTC)", "features", ""):
+        table.add_column(name)
+    for s in found:
+        mark = "current definitions" if s.graph_version == current else ""
+        when = s.recorded_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(s.graph_version, when, str(len(s.graph)), mark)
+    return table
