@@ -166,6 +166,29 @@ def test_unknown_feature_lists_the_known_ones(project: Path) -> None:
     )
 
 
+def test_store_setting(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative to the configuration file's folder, whatever the working directory; a URI;
+    the environment alone, without a file."""
+    (project / "metaxy.toml").write_text(
+        f'features = "{EXAMPLE_FEATURES}"\nstore = "stores/m.duckdb"\n', encoding="utf-8"
+    )
+    (project / "deeper").mkdir()
+    monkeypatch.chdir(project / "deeper")
+    assert "recorded in DuckDBMetadataStore" in run("snapshot").stdout
+    assert (project / "stores" / "m.duckdb").is_file()
+    uri = f"duckdb://{project / 'u.duckdb'}"
+    run("snapshot", env={"METAXY_STORE": uri})
+    assert (project / "u.duckdb").is_file()
+    found = json.loads(run("status", "--json", env={"METAXY_STORE": "memory://"}).stdout)
+    assert found["store"] == "InMemoryMetadataStore(0 features)"
+    bad = run("status", code=1, env={"METAXY_STORE": "s3://bucket/x"})
+    assert bad.stderr.startswith("error: store = 's3://bucket/x': unknown scheme 's3'")
+    (project / "metaxy.toml").unlink()
+    listed = run("features", "--json", env={"METAXY_FEATURES": EXAMPLE_FEATURES}).stdout
+    assert len(json.loads(listed)) == 6
+    assert "'features' is not set" in run("features", code=1).stderr
+
+
 def test_config_option_names_the_file(project: Path, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere.toml"
     other.write_text('features = "nowhere:graph"\n', encoding="utf-8")

@@ -176,13 +176,14 @@ def graph_command(
     if mermaid is not None:
         mermaid.parent.mkdir(parents=True, exist_ok=True)
         mermaid.write_text(graph_export.to_mermaid(graph) + "\n", encoding="utf-8")
-        err().print(f"wrote {mermaid}", highlight=False)
+        err().print(f"wrote {mermaid}", highlight=False, soft_wrap=True)
     if image is not None:
         drawn = graph_export.write_image(graph, image)
         err().print(
             f"wrote {drawn.path}: {drawn.features} features, {drawn.fields} fields, "
             f"{drawn.edges} field edges",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -235,7 +236,9 @@ def history_command(
         print_json(writes.to_dicts())
         return
     if writes.is_empty():
-        out().print(f"{feature} was never written to {proj.store}.", highlight=False)
+        out().print(
+            f"{feature} was never written to {proj.store}.", highlight=False, soft_wrap=True
+        )
         return
     out().print(status.history_table(feature, writes))
 
@@ -251,7 +254,7 @@ def snapshot_command(ctx: typer.Context) -> None:
     recorded = snapshots.record_snapshot(proj.store, force=True)
     version = proj.graph.versions.graph
     what = "recorded" if recorded else "already the latest"
-    out().print(f"graph snapshot {version} {what} in {proj.store}", highlight=False)
+    out().print(f"graph snapshot {version} {what} in {proj.store}", highlight=False, soft_wrap=True)
 
 
 @app.command("snapshots")
@@ -313,11 +316,12 @@ def diff_command(
         f"({snap.recorded_at:%Y-%m-%d %H:%M:%S} UTC) -> current definitions "
         f"{views.short(proj.graph.versions.graph)}",
         highlight=False,
+        soft_wrap=True,
     )
     for change in changes:
-        out().print(f"  {change.text()}", highlight=False)
+        out().print(f"  {change.text()}", highlight=False, soft_wrap=True)
     if not changes:
-        out().print("  no definition changes", highlight=False)
+        out().print("  no definition changes", highlight=False, soft_wrap=True)
     out().print(diff.impact_table(found, following))
 
 
@@ -348,13 +352,16 @@ def accept_command(
     feature, fields = _feature_and_fields(proj.graph, target)
     result = accept.accept_change(proj.store, feature, fields)
     if not result.samples:
-        out().print(f"nothing to accept: no sample of {feature} is stale by its definitions")
+        out().print(
+            f"nothing to accept: no sample of {feature} is stale by its definitions", soft_wrap=True
+        )
         return
     out().print(
         f"accepted {', '.join(result.fields)} of {feature}: {result.samples} samples take "
         f"version {views.short(proj.graph.versions.features[feature])} without recompute "
         f"(write {result.write_seq}, run {result.run_id})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -377,7 +384,9 @@ def delete_command(
     frame = samples.parse_ids(proj.store, proj.feature(feature), ids)
     result = proj.store.delete(feature, frame, run_id="metaxy-delete")
     out().print(
-        f"deleted {result.rows} samples of {feature} (write {result.write_seq})", highlight=False
+        f"deleted {result.rows} samples of {feature} (write {result.write_seq})",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

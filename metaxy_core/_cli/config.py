@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from metaxy_core.definitions import FeatureSpec
@@ -62,11 +62,12 @@ class ProjectConfig(BaseSettings):
     engine: Literal["duckdb", "polars"] = Field(
         default="duckdb", description="Engine resolving increments in a DuckDB store."
     )
-    project_dir: Path = Field(
-        default=Path("."),
-        exclude=True,
-        description="The folder of the configuration file (set by the loader).",
-    )
+    _project_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def project_dir(self) -> Path:
+        """The folder of the configuration file (the working directory without one)."""
+        return self._project_dir
 
     @field_validator("features")
     @classmethod
@@ -124,21 +125,19 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Project
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"configuration file {str(path)!r} does not exist. {_HINT}")
-        data = _read_toml(path)
-        values = dict(data if path.name != "pyproject.toml" else data.get("tool", {}))
+        values = _read_toml(path)
         if path.name == "pyproject.toml":
-            values = dict(values.get("metaxy", {}))
+            values = values.get("tool", {}).get("metaxy", {})
         where = str(path)
-    values["project_dir"] = (path.parent if path is not None else here).resolve()
     try:
-        return ProjectConfig(**values)
+        config = ProjectConfig(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
         name = ".".join(str(p) for p in error["loc"]) or "configuration"
         if error["type"] == "missing":
             raise ConfigError(f"{where}: {name!r} is not set. {_HINT}") from None
         if error["type"] == "extra_forbidden":
-            known = ", ".join(n for n in ProjectConfig.model_fields if n != "project_dir")
+            known = ", ".join(ProjectConfig.model_fields)
             raise ConfigError(
                 f"{where}: unknown setting {name!r}; the settings are: {known}. Remove or "
                 "rename it."
@@ -147,6 +146,8 @@ def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Project
             f"{where}: setting {name!r}: {error['msg']}. "
             + (_HINT if name == "features" else "See `metaxy --help`.")
         ) from None
+    config._project_dir = (path.parent if path is not None else here).resolve()
+    return config
 
 
 def load_graph(config: ProjectConfig) -> FeatureGraph:
