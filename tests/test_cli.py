@@ -24,7 +24,7 @@ import example_project.definitions  # noqa: F401  # imported once, before any te
 from example_project.assets import build_assets
 from example_project.edit import edit_audio, remove_clips
 from example_project.media import generate_clips
-from metaxy_core import DuckDBMetadataStore, columns
+from metaxy_core import DuckDBMetadataStore, FieldDep, FieldSpec, columns
 from metaxy_core._cli.app import app
 from metaxy_core.store.snapshots import ACCEPT, audits
 from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, asset_key, feature_graph
@@ -477,9 +477,22 @@ def test_diff_predicts_exactly_what_the_run_recomputes(example: Example) -> None
 
 
 def test_diff_of_a_reads_change_and_what_follows(example: Example) -> None:
-    bump("video/crop", "frames")
+    spec = feature_graph()["video/crop"]
+    frames = FieldSpec(key="frames", deps=[FieldDep("video/raw")])  # now reads audio too
+    register_feature(spec.model_copy(update={"fields": (spec.fields[0], frames)}))
     found = json.loads(run("diff", "--json").stdout)
+    assert found["changes"] == [
+        {
+            "feature": "video/crop",
+            "field": "frames",
+            "kind": "reads",
+            "old": "video/raw.frames",
+            "new": "video/raw.audio, video/raw.frames",
+        }
+    ]
     assert found["follows"] == {"vision/faces": ["faces"], "train/manifest": ["default"]}
+    crop = next(s for s in found["impact"] if s["feature"] == "video/crop")
+    assert (crop["stale"], crop["stale_fields"][0]["reason"]) == (N, "code_version")
     assert "then, if outputs change" in run("diff").stdout
 
 
