@@ -25,11 +25,14 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── ColumnTypeError(TypeError)          a column has the wrong type
     │   ├── UnknownColumnError                  a metaxy_ column that names nothing of the feature
     │   └── UnknownSampleError                  a sample that upstream does not produce
-    └── StoreError(RuntimeError)                a store that cannot be used
-        ├── StoreFormatError                    not a store, or another format or hash algorithm
-        ├── StorePathError(OSError)             a store path that cannot be a file
-        ├── IdColumnsChangedError               the graph declares other id columns than stored
-        └── StoreLockedError(TimeoutError)      another process held the file for too long
+    ├── StoreError(RuntimeError)                a store that cannot be used
+    │   ├── StoreFormatError                    not a store, or another format or hash algorithm
+    │   ├── StorePathError(OSError)             a store path that cannot be a file
+    │   ├── IdColumnsChangedError               the graph declares other id columns than stored
+    │   └── StoreLockedError(TimeoutError)      another process held the file for too long
+    ├── ConfigError(ValueError)                 a project configuration that cannot be used
+    ├── SnapshotNotFoundError(KeyError)         no recorded graph snapshot matches a reference
+    └── AcceptRefusedError(ValueError)          a definition change that cannot be accepted
 
 Messages name the feature, field or column, list what was valid and end with a hint.
 """
@@ -37,7 +40,9 @@ Messages name the feature, field or column, list what was valid and end with a h
 from __future__ import annotations
 
 __all__ = [
+    "AcceptRefusedError",
     "ColumnTypeError",
+    "ConfigError",
     "CycleError",
     "DependencyError",
     "DuplicateFeatureError",
@@ -55,6 +60,7 @@ __all__ = [
     "MissingDataVersionError",
     "NullIdError",
     "ReservedColumnError",
+    "SnapshotNotFoundError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
@@ -179,3 +185,17 @@ class IdColumnsChangedError(StoreError):
 
 class StoreLockedError(StoreError, TimeoutError):
     """Another process held the store file for longer than the lock timeout."""
+
+
+class ConfigError(MetaxyError, ValueError):
+    """The project configuration (``metaxy.toml``, ``[tool.metaxy]``, ``METAXY_*``) is invalid,
+    or what it names cannot be loaded."""
+
+
+class SnapshotNotFoundError(MetaxyError, KeyError):
+    """No graph snapshot recorded in the store matches the given reference."""
+
+
+class AcceptRefusedError(MetaxyError, ValueError):
+    """A definition change cannot be accepted without recompute (e.g. upstream data changed
+    too). Nothing was written."""

@@ -22,6 +22,7 @@ from metaxy_core.engines.polars import apply_filter
 from metaxy_core.errors import (
     FeatureNotFoundError,
     IdColumnsChangedError,
+    StoreError,
     UpstreamFieldNotWrittenError,
 )
 from metaxy_core.filters import HashShard, SampleFilter
@@ -36,6 +37,7 @@ from metaxy_core.store.rows import (
     validate_samples,
     validate_write,
 )
+from metaxy_core.store.snapshots import Record, record_snapshot
 
 __all__ = ["WRITE_CHUNK_ROWS", "Engine", "MetadataStore", "WriteResult"]
 
@@ -115,6 +117,11 @@ class MetadataStore(ABC):
     columns raises :class:`~metaxy_core.errors.IdColumnsChangedError`.
     """
 
+    _keeps_records = False
+    """Whether the backend implements ``_record``/``_records`` (snapshots, audit rows)."""
+    _latest_snapshot: str | None = None
+    """The graph version this object last found as the store's latest snapshot."""
+
     def __init__(self, graph: FeatureGraph) -> None:
         self.graph = graph
 
@@ -163,6 +170,16 @@ class MetadataStore(ABC):
     def last_write_seq(self, feature: str | None = None) -> int:
         """The latest write sequence of one feature or of the whole store (0 when none)."""
 
+    def _record(self, session: Any, kind: str, key: str, body: str) -> None:
+        """Append one of the store's own records (a graph snapshot, an audit row)."""
+        raise StoreError(
+            f"{type(self).__name__} keeps no records ({kind}): use a DuckDB or in-memory store."
+        )
+
+    def _records(self, session: Any, kind: str) -> list[Record]:
+        """The records of one kind, oldest first."""
+        return []
+
     # -- public API -----------------------------------------------------------------------------
 
     def __enter__(self) -> MetadataStore:
@@ -209,6 +226,7 @@ class MetadataStore(ABC):
                 for start in range(0, data.height, WRITE_CHUNK_ROWS)
             )
             seq = self._append(session, feature, chunks, self._current_recipes(feature))
+            record_snapshot(self, session)
         return WriteResult(feature, data.height, seq)
 
     def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:

@@ -6,7 +6,8 @@ so a crash mid-write leaves both as they were. ``metaxy_writes`` logs every writ
 sequence number; ``metaxy_feature_versions`` the recipes of every feature version written;
 ``metaxy_id_columns`` the id columns of every feature when it was first written (created by
 the first write that needs it, so older files keep working); ``metaxy_store_info`` the format
-version and hash algorithm.
+version and hash algorithm; ``metaxy_records`` graph snapshots and audit rows (see
+:mod:`metaxy_core.store.snapshots`).
 
 DuckDB lets one process at a time open a file for writing. A file store therefore opens its
 connection for one operation (or one ``with store:`` block) and retries while another process
@@ -20,6 +21,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +40,7 @@ from metaxy_core.errors import (
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store.base import Engine, MetadataStore
+from metaxy_core.store.snapshots import Record
 
 __all__ = ["DuckDBMetadataStore"]
 
@@ -290,6 +293,34 @@ class DuckDBMetadataStore(MetadataStore):
         frame = pl.from_arrow(scanned, rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
+
+    _keeps_records = True
+
+    def _record(self, session: duckdb.DuckDBPyConnection, kind: str, key: str, body: str) -> None:
+        # Created on first use, so stores written before records existed gain the table too.
+        session.execute(
+            "CREATE TABLE IF NOT EXISTS metaxy_records (seq BIGINT, kind VARCHAR, key VARCHAR, "
+            "body VARCHAR, recorded_at TIMESTAMPTZ)"
+        )
+        session.execute(
+            "INSERT INTO metaxy_records SELECT coalesce(max(seq), 0) + 1, ?, ?, ?, now() "
+            "FROM metaxy_records",
+            [kind, key, body],
+        )
+
+    def _records(self, session: duckdb.DuckDBPyConnection, kind: str) -> list[Record]:
+        if "metaxy_records" not in self._tables(session):
+            return []
+        rows = session.execute(
+            "SELECT seq, kind, key, body, epoch_us(recorded_at) FROM metaxy_records "
+            "WHERE kind = ? ORDER BY seq",
+            [kind],
+        ).fetchall()
+        # As epoch microseconds: a TIMESTAMPTZ would come back through the session's time zone.
+        return [
+            Record(seq, kind, key, body, datetime.fromtimestamp(us / 1e6, timezone.utc))
+            for seq, kind, key, body, us in rows
+        ]
 
     def last_write_seq(self, feature: str | None = None) -> int:
         with self._session() as con:

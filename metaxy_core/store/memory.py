@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import polars as pl
 
@@ -12,6 +13,7 @@ from metaxy_core.engines.polars import PolarsEngine
 from metaxy_core.errors import ColumnTypeError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.store.base import Engine, MetadataStore
+from metaxy_core.store.snapshots import Record
 
 __all__ = ["InMemoryMetadataStore"]
 
@@ -33,6 +35,7 @@ class InMemoryMetadataStore(MetadataStore):
         self._seq = 0
         self._seq_by_feature: dict[str, int] = {}
         self._id_columns: dict[str, tuple[str, ...]] = {}
+        self._log: list[Record] = []
 
     def __repr__(self) -> str:
         return f"InMemoryMetadataStore({len(self._history)} features)"
@@ -65,6 +68,15 @@ class InMemoryMetadataStore(MetadataStore):
         if columns is not None:
             frame = frame.select([n for n in columns if n in frame.columns])
         return frame.lazy()
+
+    _keeps_records = True
+
+    def _record(self, session: None, kind: str, key: str, body: str) -> None:
+        now = datetime.now(timezone.utc)
+        self._log.append(Record(len(self._log) + 1, kind, key, body, now))
+
+    def _records(self, session: None, kind: str) -> list[Record]:
+        return [r for r in self._log if r.kind == kind]
 
     def last_write_seq(self, feature: str | None = None) -> int:
         return self._seq if feature is None else self._seq_by_feature.get(feature, 0)
