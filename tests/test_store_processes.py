@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from metaxy_core import DuckDBMetadataStore
 from metaxy_core.testing import root_samples
@@ -36,11 +38,11 @@ _WRITER = textwrap.dedent(
 ).format(root=str(ROOT))
 
 
-def _spawn(tmp_path: Path, proc: int, batches: int, rows: int, db: Path) -> subprocess.Popen[str]:
-    script = tmp_path / "writer.py"
-    script.write_text(_WRITER)
+def _spawn(proc: int, batches: int, rows: int, db: Path) -> subprocess.Popen[str]:
+    # The script is passed with -c: a file shared by several children could be rewritten while
+    # an earlier child still reads it.
     return subprocess.Popen(
-        [sys.executable, str(script), str(proc), str(batches), str(rows), str(db)],
+        [sys.executable, "-c", _WRITER, str(proc), str(batches), str(rows), str(db)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -49,7 +51,7 @@ def _spawn(tmp_path: Path, proc: int, batches: int, rows: int, db: Path) -> subp
 
 def test_four_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
     db = tmp_path / "store.duckdb"
-    procs = [_spawn(tmp_path, p, 25, 10, db) for p in range(4)]
+    procs = [_spawn(p, 25, 10, db) for p in range(4)]
     # Wait for every writer before asserting, so a failure leaves no process or pipe behind.
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
@@ -64,6 +66,75 @@ def test_four_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
         (f"p{p}", 250) for p in range(4)
     ]
     assert store.last_write_seq() == 100
+
+
+WRITERS, WRITES, ROWS = 8, 25, 10
+
+
+def _forkserver_writer(db: str, proc: int, results: Any) -> None:
+    """Writes ``WRITES`` batches; reports every returned write_seq (or the error)."""
+    try:
+        store = DuckDBMetadataStore(reference_graph(), db)
+        seqs = []
+        for b in range(WRITES):
+            ids = [f"p{proc}-b{b}-{k}" for k in range(ROWS)]
+            frame = root_samples("video_id", ids, audio=["a"] * ROWS, frames=["f"] * ROWS)
+            seqs.append(store.write("video/raw", frame, run_id=f"p{proc}").write_seq)
+        results.put(("writer", proc, seqs))
+    except BaseException as exc:
+        results.put(("error", proc, repr(exc)))
+
+
+def _forkserver_reader(db: str, stop: Any, results: Any) -> None:
+    """Resolves the downstream of the written feature in a loop, as a sensor does."""
+    try:
+        store = DuckDBMetadataStore(reference_graph(), db)
+        seen = []
+        while not stop.is_set():
+            with store:  # one snapshot: the rows read and the increment agree
+                rows = store.read("video/raw", columns=["video_id"]).height
+                new = store.count_update("video/crop").new
+            seen.append((rows, new))
+        results.put(("reader", -1, seen))
+    except BaseException as exc:
+        results.put(("error", -1, repr(exc)))
+
+
+def test_forkserver_writers_and_a_reader_lose_no_committed_write(tmp_path: Path) -> None:
+    """Eight processes started as Dagster's multiprocess executor starts steps write at once
+    while a ninth resolves in a loop: every write that returned is in the store."""
+    db = str(tmp_path / "store.duckdb")
+    ctx = multiprocessing.get_context("forkserver")
+    results, stop = ctx.Queue(), ctx.Event()
+    reader = ctx.Process(target=_forkserver_reader, args=(db, stop, results))
+    reader.start()
+    writers = [
+        ctx.Process(target=_forkserver_writer, args=(db, p, results)) for p in range(WRITERS)
+    ]
+    for w in writers:
+        w.start()
+    reported = [results.get(timeout=300) for _ in writers]
+    stop.set()
+    reported.append(results.get(timeout=300))
+    for process in [*writers, reader]:
+        process.join(timeout=60)
+    assert [r for r in reported if r[0] == "error"] == []
+    assert [p.exitcode for p in [*writers, reader]] == [0] * (WRITERS + 1)
+
+    seqs = sorted(seq for kind, _, got in reported if kind == "writer" for seq in got)
+    assert seqs == list(range(1, WRITERS * WRITES + 1))  # every write_seq handed out once
+    store = DuckDBMetadataStore(reference_graph(), db)
+    history = store.read("video/raw", history=True)
+    assert sorted(history["metaxy_write_seq"].unique()) == seqs  # every returned write is there
+    assert history.height == WRITERS * WRITES * ROWS
+    assert store.read("video/raw")["video_id"].n_unique() == WRITERS * WRITES * ROWS
+    assert store.last_write_seq() == WRITERS * WRITES
+    assert store.count_update("video/crop").new == WRITERS * WRITES * ROWS
+
+    seen = next(got for kind, _, got in reported if kind == "reader")
+    assert seen, "the reader never finished a resolve"
+    assert all(rows == new and rows % ROWS == 0 for rows, new in seen)
+    assert [rows for rows, _ in seen] == sorted(rows for rows, _ in seen)  # never goes back
 
 
 def _size(db: Path) -> int:
@@ -81,7 +152,7 @@ def test_writer_killed_mid_write_leaves_store_as_before(tmp_path: Path) -> None:
     before = store.read("video/raw")
     size = _size(db)
 
-    writer = _spawn(tmp_path, 9, 1, 3_000_000, db)
+    writer = _spawn(9, 1, 3_000_000, db)
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "writing"
     deadline = time.monotonic() + 120

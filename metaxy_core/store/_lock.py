@@ -1,0 +1,243 @@
+"""Who may use a store file when: one lock shared by every process and thread of one machine.
+
+A process holds the file **shared** (many readers at once) or **exclusive** (one writer, no
+reader) through an operating-system lock on ``<file>.lock``, taken before the file is opened
+and released only after it is closed, so that nobody opens the file while another process's
+close still writes to it. Waiting is done by the kernel (a blocking ``flock``), not by polling;
+``<file>.lock.queue`` is a turnstile every waiter passes alone, so a writer waits behind the
+readers that came before it, never behind those that come after.
+
+Within one process, one :class:`FileAccess` per file (whatever the number of store objects)
+owns that lock and the open handle; one thread at a time uses it, and that thread may nest
+sessions: a write inside a read session reopens the file exclusively.
+
+Where ``fcntl`` does not exist (Windows), ``filelock.FileLock`` is used instead: exclusive for
+readers too, waited for by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+__all__ = ["FileAccess", "LockTimeout", "file_access"]
+
+logger = logging.getLogger("metaxy_core.store")
+
+T = TypeVar("T")
+
+
+class LockTimeout(Exception):
+    """The lock was not granted in time (the caller turns it into its own error)."""
+
+
+class _OSLock:
+    """The inter-process part: ``flock`` on POSIX, ``filelock.FileLock`` elsewhere."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._fallback: Any = None
+        try:
+            import fcntl  # POSIX only: imported here so that the package imports everywhere
+        except ImportError:
+            import filelock
+
+            self._fcntl: Any = None
+            self._fallback = filelock.FileLock(path)
+        else:
+            self._fcntl = fcntl
+
+    def acquire(self, exclusive: bool, timeout: float) -> float:
+        """Take the lock; returns the seconds waited. Raises :class:`LockTimeout`."""
+        start = time.monotonic()
+        if self._fcntl is None:
+            import filelock
+
+            try:
+                self._fallback.acquire(timeout=timeout)
+            except filelock.Timeout:
+                raise LockTimeout from None
+            return time.monotonic() - start
+        fcntl = self._fcntl
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+
+        def take(fd: int, queue: int, flags: int) -> None:
+            fcntl.flock(queue, fcntl.LOCK_EX | flags)
+            try:
+                fcntl.flock(fd, mode | flags)
+            finally:
+                fcntl.flock(queue, fcntl.LOCK_UN)
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            queue = os.open(f"{self.path}.queue", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                try:
+                    take(fd, queue, fcntl.LOCK_NB)  # the common case: nobody else is there
+                except BlockingIOError:
+                    self._wait(take, fd, queue, timeout)
+            finally:
+                os.close(queue)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return time.monotonic() - start
+
+    def _wait(
+        self, take: Callable[[int, int, int], None], fd: int, queue: int, timeout: float
+    ) -> None:
+        """Block in the kernel; with a finite timeout, in a helper thread the caller stops
+        waiting for (a blocking ``flock`` cannot be interrupted). The helper works on its own
+        descriptors of the same open files, so the caller may close its own when it gives up;
+        a lock the helper gets after that is released at once."""
+        if math.isinf(timeout):
+            take(fd, queue, 0)
+            return
+        guard = threading.Lock()
+        done = threading.Event()
+        state: dict[str, Any] = {"abandoned": False, "error": None}
+        own_fd, own_queue = os.dup(fd), os.dup(queue)
+
+        def helper() -> None:
+            try:
+                take(own_fd, own_queue, 0)
+            except BaseException as exc:  # handed to the caller
+                state["error"] = exc
+            finally:
+                os.close(own_queue)
+            with guard:
+                if state["abandoned"]:
+                    os.close(own_fd)  # the last descriptor of the lock file: releases it
+                    return
+                done.set()
+
+        threading.Thread(target=helper, name=f"lock {self.path}", daemon=True).start()
+        if not done.wait(timeout):
+            with guard:
+                if not done.is_set():
+                    state["abandoned"] = True
+                    raise LockTimeout
+        os.close(own_fd)  # the lock stays with ``fd``: both descriptors share one open file
+        if state["error"] is not None:
+            raise state["error"]
+
+    def release(self) -> None:
+        if self._fcntl is None:
+            self._fallback.release()
+            return
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # releases the lock
+
+
+class FileAccess(Generic[T]):
+    """One file's lock and open handle in this process, shared by every store object on it.
+
+    ``session(write)`` yields the handle, opened by ``opener(write)`` under the matching lock;
+    nested sessions of the owning thread reuse it (a write inside a read session reopens it
+    exclusively). The handle is closed, then the lock released, when the outermost session or
+    :meth:`hold` block ends.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread = threading.RLock()  # one thread at a time; reentrant for nesting
+        self._os = _OSLock(f"{path}.lock")
+        self._depth = 0
+        self._write = False
+        self._handle: T | None = None
+        self._close: Callable[[T], None] | None = None
+
+    @contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        """Keep whatever session opens inside this block open until it ends."""
+        if not self._thread.acquire(timeout=-1 if math.isinf(timeout) else timeout):
+            raise LockTimeout
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            try:
+                if self._depth == 0:
+                    self._drop()
+            finally:
+                self._thread.release()
+
+    @contextmanager
+    def session(
+        self,
+        write: bool,
+        timeout: float,
+        opener: Callable[[bool], T],
+        close: Callable[[T], None],
+    ) -> Iterator[T]:
+        deadline = time.monotonic() + timeout
+        with self.hold(timeout):
+            if self._handle is not None and write and not self._write:
+                self._drop()  # upgrade: a read session cannot write; reopen exclusively
+            if self._handle is None:
+                waited = self._os.acquire(write, max(deadline - time.monotonic(), 0.0))
+                if waited > 0.001:
+                    logger.debug(
+                        "waited %.3f s for the %s lock on %s",
+                        waited,
+                        "exclusive" if write else "shared",
+                        self.path,
+                        extra={"metaxy_lock_wait": waited, "metaxy_lock_write": write},
+                    )
+                try:
+                    self._handle = opener(write)
+                except BaseException:
+                    self._os.release()
+                    raise
+                self._write, self._close = write, close
+            yield self._handle
+
+    def _drop(self) -> None:
+        handle, close = self._handle, self._close
+        self._handle = self._close = None
+        if handle is None or close is None:
+            return
+        try:
+            close(handle)
+        finally:
+            self._os.release()
+
+
+_ACCESS: dict[str, FileAccess[Any]] = {}
+_ACCESS_GUARD = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # A forked child does not own its parent's locks or handles.
+    global _ACCESS_GUARD
+    _ACCESS.clear()
+    _ACCESS_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def file_access(path: str) -> FileAccess[Any]:
+    """The process's one :class:`FileAccess` of ``path``.
+
+    A process-wide table on purpose: two store objects on one file must share one lock and
+    one handle, or they would wait for each other (``flock`` locks per open file) and DuckDB
+    would refuse a read-only and a read-write connection to one file in one process.
+    """
+    key = os.path.realpath(path)
+    with _ACCESS_GUARD:
+        access = _ACCESS.get(key)
+        if access is None:
+            access = _ACCESS[key] = FileAccess(key)
+        return access
