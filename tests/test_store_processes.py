@@ -49,26 +49,7 @@ def _spawn(proc: int, batches: int, rows: int, db: Path) -> subprocess.Popen[str
     )
 
 
-def test_four_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "store.duckdb"
-    procs = [_spawn(p, 25, 10, db) for p in range(4)]
-    # Wait for every writer before asserting, so a failure leaves no process or pipe behind.
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err
-        assert out.splitlines()[-1] == "done"
-    store = DuckDBMetadataStore(reference_graph(), db)
-    rows = store.read("video/raw")
-    assert rows.height == 4 * 25 * 10
-    assert rows["video_id"].n_unique() == 1000
-    assert sorted(rows["metaxy_write_seq"].unique()) == list(range(1, 101))
-    assert rows.group_by("metaxy_run_id").len().sort("metaxy_run_id").rows() == [
-        (f"p{p}", 250) for p in range(4)
-    ]
-    assert store.last_write_seq() == 100
-
-
-WRITERS, WRITES, ROWS = 8, 25, 10
+WRITERS, WRITES, ROWS = 8, 10, 10
 
 
 def _forkserver_writer(db: str, proc: int, results: Any) -> None:
