@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from metaxy_core import DuckDBMetadataStore
+from metaxy_core.errors import StoreLockedError
 from metaxy_core.testing import root_samples
 from tests.reference import reference_graph
 
@@ -23,6 +26,7 @@ _WRITER = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     from metaxy_core import DuckDBMetadataStore
+from metaxy_core.errors import StoreLockedError
     from metaxy_core.testing import root_samples
     from tests.reference import reference_graph
 
@@ -151,3 +155,133 @@ def test_writer_killed_mid_write_leaves_store_as_before(tmp_path: Path) -> None:
     # And the store still takes writes.
     after.write("video/raw", root_samples("video_id", ["v3"], audio=["x"], frames=["y"]))
     assert after.count_update("video/crop").new == 1
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from metaxy_core import DuckDBMetadataStore
+    from metaxy_core.testing import root_samples
+    from tests.reference import reference_graph
+
+    store = DuckDBMetadataStore(reference_graph(), sys.argv[2])
+    with store:
+        if sys.argv[1] == "write":
+            store.write("video/raw", root_samples("video_id", ["held"], audio=["a"], frames=["f"]))
+        else:
+            store.read("video/raw")
+        print("holding", flush=True)
+        sys.stdin.read()  # until the test closes our stdin
+    print("released", flush=True)
+    """
+).format(root=str(ROOT))
+
+
+def _holder(mode: str, db: Path) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, mode, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "holding\n", holder.communicate(timeout=60)
+    return holder
+
+
+def _raw(ids: list[str]) -> Any:
+    return root_samples("video_id", ids, audio=["a"] * len(ids), frames=["f"] * len(ids))
+
+
+def test_readers_share_the_file_and_a_writer_waits_for_them(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    DuckDBMetadataStore(reference_graph(), db).write("video/raw", _raw(["v1"]))
+    holder = _holder("read", db)  # another process inside a read session
+    try:
+        store = DuckDBMetadataStore(reference_graph(), db, lock_timeout=0.5)
+        assert store.read("video/raw")["video_id"].to_list() == ["v1"]  # readers run together
+        with pytest.raises(
+            StoreLockedError,
+            match=r"store '.*store\.duckdb' stayed locked .* 0\.5 s .*raise lock_timeout",
+        ):
+            store.write("video/raw", _raw(["v2"]))
+    finally:
+        out, _ = holder.communicate("", timeout=60)
+    assert out == "released\n"
+    store.write("video/raw", _raw(["v2"]))  # the reader is gone: the writer goes ahead
+    assert sorted(store.read("video/raw")["video_id"]) == ["v1", "v2"]
+
+
+def test_a_writer_keeps_readers_out_until_it_closes(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    holder = _holder("write", db)  # another process inside a write session, file just created
+    try:
+        store = DuckDBMetadataStore(reference_graph(), db, lock_timeout=0.5)
+        with pytest.raises(StoreLockedError, match=r"lock file .*store\.duckdb\.lock"):
+            store.read("video/raw")
+        with pytest.raises(StoreLockedError, match="stayed locked by other processes"):
+            store.last_write_seq()
+    finally:
+        out, _ = holder.communicate("", timeout=60)
+    assert out == "released\n"
+    assert store.read("video/raw")["video_id"].to_list() == ["held"]
+    assert store.last_write_seq() == 1
+
+
+def test_two_store_objects_on_one_file_nest_in_one_thread(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    reader, writer = (DuckDBMetadataStore(reference_graph(), db) for _ in range(2))
+    assert reader.read("video/raw").height == 0  # a reader of a new file creates it
+    with reader:
+        assert reader.last_write_seq() == 0  # a read-only session is open ...
+        with writer:  # ... and a write of another store object on the file reopens it
+            writer.write("video/raw", _raw(["v1"]))
+            assert reader.read("video/raw")["video_id"].to_list() == ["v1"]
+        writer.write("video/raw", _raw(["v2"]))
+        assert reader.last_write_seq() == 2
+    with writer, reader:
+        assert writer.read("video/raw").height == reader.read("video/raw").height == 2
+
+
+def test_the_store_works_where_fcntl_does_not_exist(tmp_path: Path) -> None:
+    """Without ``fcntl`` (Windows) the package imports and the file store locks with
+    ``filelock``; two processes write at once without losing a row."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["fcntl"] = None  # as on Windows
+        sys.path.insert(0, {root!r})
+        import warnings
+        warnings.simplefilter("ignore")  # filelock warns that only its soft lock is left here
+        from metaxy_core import DuckDBMetadataStore
+        from metaxy_core.testing import root_samples
+        from tests.reference import reference_graph
+
+        store = DuckDBMetadataStore(reference_graph(), sys.argv[2])
+        for b in range(5):
+            ids = [f"{{sys.argv[1]}}-{{b}}-{{k}}" for k in range(3)]
+            frame = root_samples("video_id", ids, audio=["a"] * 3, frames=["f"] * 3)
+            store.write("video/raw", frame)
+        print(store.read("video/raw").height >= 15)
+        """
+    ).format(root=str(ROOT))
+    db = tmp_path / "store.duckdb"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, f"p{p}", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [(p.returncode, out) for p, (out, _) in zip(procs, outputs, strict=True)] == [
+        (0, "True\n"),
+        (0, "True\n"),
+    ], outputs
+    store = DuckDBMetadataStore(reference_graph(), db)
+    assert store.read("video/raw").height == 30
+    assert store.last_write_seq() == 10
