@@ -3,9 +3,11 @@
 A process holds the file **shared** (many readers at once) or **exclusive** (one writer, no
 reader) through an operating-system lock on ``<file>.lock``, taken before the file is opened
 and released only after it is closed, so that nobody opens the file while another process's
-close still writes to it. Waiting is done by the kernel (a blocking ``flock``), not by polling;
-``<file>.lock.queue`` is a turnstile every waiter passes alone, so a writer waits behind the
-readers that came before it, never behind those that come after.
+close still writes to it. Waiting is done by the kernel (a blocking ``flock``), not by polling,
+and in order of arrival: every waiter joins a queue (``<file>.lock.queue`` names its last
+node file, ``<file>.lock.queue.<pid>-<random>``) and blocks on the node of the waiter before
+it only. So a writer waits for the readers and writers that came before it, never for those
+that come after, and no lock is left to a race among all waiters.
 
 Within one process, one :class:`FileAccess` per file (whatever the number of store objects)
 owns that lock and the open handle; one thread at a time uses it, and that thread may nest
@@ -17,9 +19,11 @@ readers too, waited for by polling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,55 +71,101 @@ class _OSLock:
             return time.monotonic() - start
         fcntl = self._fcntl
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        node, previous = self._join_queue()
 
-        def take(fd: int, queue: int, flags: int) -> None:
-            fcntl.flock(queue, fcntl.LOCK_EX | flags)
-            try:
-                fcntl.flock(fd, mode | flags)
-            finally:
-                fcntl.flock(queue, fcntl.LOCK_UN)
+        def take(fd: int, flags: int) -> None:
+            """Wait until the waiter before us has its lock, then take ours."""
+            if previous is not None:
+                try:
+                    before = os.open(previous, os.O_RDONLY)
+                except FileNotFoundError:
+                    pass  # it has passed and cleaned up
+                else:
+                    try:
+                        fcntl.flock(before, fcntl.LOCK_SH | flags)
+                    finally:
+                        os.close(before)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(previous)  # in case its process died before cleaning up
+            fcntl.flock(fd, mode | flags)
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            queue = os.open(f"{self.path}.queue", os.O_RDWR | os.O_CREAT, 0o666)
+            take(fd, fcntl.LOCK_NB)  # the common case: nobody else is there
+        except BlockingIOError:
             try:
-                try:
-                    take(fd, queue, fcntl.LOCK_NB)  # the common case: nobody else is there
-                except BlockingIOError:
-                    self._wait(take, fd, queue, timeout)
-            finally:
-                os.close(queue)
+                self._wait(take, fd, node, timeout)
+            except BaseException:
+                os.close(fd)
+                raise
         except BaseException:
             os.close(fd)
+            self._leave_queue(node)
             raise
+        else:
+            self._leave_queue(node)
         self._fd = fd
         return time.monotonic() - start
 
+    def _join_queue(self) -> tuple[tuple[int, str], str | None]:
+        """Take a place in the queue: a new node file, locked until we hold our lock, named in
+        ``<lock>.queue``; returns it and the node of the waiter before us (``None``: nobody).
+
+        The queue makes waiting first come, first served: each waiter blocks on the node of
+        the one before it only, so the kernel never wakes several waiters to race for a lock.
+        """
+        fcntl = self._fcntl
+        tail = os.open(f"{self.path}.queue", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(tail, fcntl.LOCK_EX)  # held for a read and a write of a few bytes
+            try:
+                previous = os.pread(tail, 4096, 0).decode(errors="replace") or None
+                name = f"{self.path}.queue.{os.getpid()}-{secrets.token_hex(8)}"
+                node = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+                fcntl.flock(node, fcntl.LOCK_EX)
+                os.ftruncate(tail, 0)
+                os.pwrite(tail, name.encode(), 0)
+            finally:
+                fcntl.flock(tail, fcntl.LOCK_UN)
+        finally:
+            os.close(tail)
+        return (node, name), previous
+
+    def _leave_queue(self, node: tuple[int, str]) -> None:
+        """Let the waiter after us go on (it then takes its lock, or waits for ours)."""
+        fd, name = node
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        os.close(fd)
+
     def _wait(
-        self, take: Callable[[int, int, int], None], fd: int, queue: int, timeout: float
+        self, take: Callable[[int, int], None], fd: int, node: tuple[int, str], timeout: float
     ) -> None:
         """Block in the kernel; with a finite timeout, in a helper thread the caller stops
-        waiting for (a blocking ``flock`` cannot be interrupted). The helper works on its own
-        descriptors of the same open files, so the caller may close its own when it gives up;
-        a lock the helper gets after that is released at once."""
+        waiting for (a blocking ``flock`` cannot be interrupted). The helper takes the lock on
+        its own descriptor of the lock file and leaves the queue; if the caller gave up by
+        then, it releases the lock at once."""
         if math.isinf(timeout):
-            take(fd, queue, 0)
+            try:
+                take(fd, 0)
+            finally:
+                self._leave_queue(node)
             return
         guard = threading.Lock()
         done = threading.Event()
         state: dict[str, Any] = {"abandoned": False, "error": None}
-        own_fd, own_queue = os.dup(fd), os.dup(queue)
+        own = os.dup(fd)
 
         def helper() -> None:
             try:
-                take(own_fd, own_queue, 0)
+                take(own, 0)
             except BaseException as exc:  # handed to the caller
                 state["error"] = exc
             finally:
-                os.close(own_queue)
+                self._leave_queue(node)
             with guard:
                 if state["abandoned"]:
-                    os.close(own_fd)  # the last descriptor of the lock file: releases it
+                    os.close(own)  # the last descriptor of the lock file: releases it
                     return
                 done.set()
 
@@ -125,7 +175,7 @@ class _OSLock:
                 if not done.is_set():
                     state["abandoned"] = True
                     raise LockTimeout
-        os.close(own_fd)  # the lock stays with ``fd``: both descriptors share one open file
+        os.close(own)  # the lock stays with ``fd``: both descriptors share one open file
         if state["error"] is not None:
             raise state["error"]
 
