@@ -26,7 +26,6 @@ _WRITER = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     from metaxy_core import DuckDBMetadataStore
-from metaxy_core.errors import StoreLockedError
     from metaxy_core.testing import root_samples
     from tests.reference import reference_graph
 
@@ -285,3 +284,33 @@ def test_the_store_works_where_fcntl_does_not_exist(tmp_path: Path) -> None:
     store = DuckDBMetadataStore(reference_graph(), db)
     assert store.read("video/raw").height == 30
     assert store.last_write_seq() == 10
+
+
+def test_waiting_writers_go_first_come_first_served(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    holder = _holder("write", db)
+    writers = []
+    try:
+        for proc in range(1, 5):
+            writers.append(_spawn(proc, 1, 1, db))
+            # Start the next writer only once this one waits in the queue (one node file each).
+            deadline = time.monotonic() + 120
+            while len(list(tmp_path.glob("store.duckdb.lock.queue.*"))) < proc:
+                assert time.monotonic() < deadline, "a writer never joined the queue"
+                assert writers[-1].poll() is None, writers[-1].communicate()
+                time.sleep(0.01)
+    finally:
+        holder.communicate("", timeout=60)
+        outputs = [w.communicate(timeout=300) for w in writers]
+    assert [(w.returncode, out.split()) for w, (out, _) in zip(writers, outputs, strict=True)] == [
+        (0, ["writing", "done"])
+    ] * 4
+    history = DuckDBMetadataStore(reference_graph(), db).read("video/raw", history=True)
+    assert history.select("metaxy_write_seq", "metaxy_run_id").rows() == [
+        (1, None),
+        (2, "p1"),
+        (3, "p2"),
+        (4, "p3"),
+        (5, "p4"),
+    ]
+    assert list(tmp_path.glob("store.duckdb.lock.queue.*")) == []  # every waiter cleaned up
