@@ -89,6 +89,8 @@ def test_forkserver_writers_and_a_reader_lose_no_committed_write(tmp_path: Path)
     while a ninth resolves in a loop: every write that returned is in the store."""
     db = str(tmp_path / "store.duckdb")
     ctx = multiprocessing.get_context("forkserver")
+    # As Dagster does: the server imports the heavy modules once, each child forks from it.
+    ctx.set_forkserver_preload(["metaxy_core", "tests.reference"])
     results, stop = ctx.Queue(), ctx.Event()
     reader = ctx.Process(target=_forkserver_reader, args=(db, stop, results))
     reader.start()
