@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,29 @@ def test_waiting_writers_go_first_come_first_served(tmp_path: Path) -> None:
         (5, "p4"),
     ]
     assert list(tmp_path.glob("store.duckdb.lock.queue.*")) == []  # every waiter cleaned up
+
+
+def test_a_child_forked_inside_a_session_does_not_keep_the_lock(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    store = DuckDBMetadataStore(reference_graph(), db)
+    wake, hold = os.pipe()
+    with store:
+        store.write("video/raw", _raw(["v1"]))  # this process holds the file exclusively
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on forking a process with threads (DuckDB's); the child only
+            # waits on a pipe and exits.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:
+            os.close(hold)
+            os.read(wake, 1)
+            os._exit(0)
+    os.close(wake)
+    try:
+        writer = _spawn(1, 1, 1, db)  # the forked child still runs: the writer must not wait
+        out, err = writer.communicate(timeout=300)
+        assert (writer.returncode, out.split()) == (0, ["writing", "done"]), err
+    finally:
+        os.close(hold)
+        os.waitpid(child, 0)
+    assert sorted(store.read("video/raw")["video_id"]) == ["p1-b0-0", "v1"]

@@ -179,6 +179,12 @@ class _OSLock:
         if state["error"] is not None:
             raise state["error"]
 
+    def forget(self) -> None:
+        """Drop this process's copy of the lock without releasing the owner's (after fork)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # the parent's descriptor still holds the lock
+
     def release(self) -> None:
         if self._fcntl is None:
             self._fallback.release()
@@ -265,11 +271,19 @@ class FileAccess(Generic[T]):
 
 _ACCESS: dict[str, FileAccess[Any]] = {}
 _ACCESS_GUARD = threading.Lock()
+_INHERITED: list[Any] = []  # a forked child's copies of its parent's open handles
 
 
 def _forget_after_fork() -> None:
-    # A forked child does not own its parent's locks or handles.
+    """A process forked while its parent held a store file owns neither the lock nor the
+    handle: its copy of the lock's descriptor is closed (or the lock would outlive the parent's
+    release), and the handle is kept, unused, so that it is never closed here (closing a DuckDB
+    connection may write a checkpoint into the parent's file)."""
     global _ACCESS_GUARD
+    for access in _ACCESS.values():
+        if access._handle is not None:
+            _INHERITED.append(access._handle)
+        access._os.forget()
     _ACCESS.clear()
     _ACCESS_GUARD = threading.Lock()
 

@@ -89,13 +89,16 @@ class DuckDBMetadataStore(MetadataStore):
         self.engine_name = engine
         self.lock_timeout = lock_timeout
         self._memory: duckdb.DuckDBPyConnection | None = None
-        self._access: FileAccess[duckdb.DuckDBPyConnection] | None = None
         self._holds: list[Any] = []
         if self.path == ":memory:":
             self._memory = self._connect(write=True)  # never closed: the data lives in it
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._access = file_access(self.path)
+
+    @property
+    def _access(self) -> FileAccess[duckdb.DuckDBPyConnection] | None:
+        # Looked up each time, not kept: a forked child gets its own (see store._lock).
+        return None if self._memory is not None else file_access(self.path)
 
     def __repr__(self) -> str:
         return f"DuckDBMetadataStore({self.path!r}, engine={self.engine_name!r})"
@@ -105,10 +108,11 @@ class DuckDBMetadataStore(MetadataStore):
     def __enter__(self) -> DuckDBMetadataStore:
         """Keep one connection (and its lock) for the whole block: reads in it see one state
         of the file; the first write in it waits for the exclusive lock and keeps it."""
-        if self._access is not None:
+        access = self._access
+        if access is not None:
             stack = ExitStack()
             with self._lock_errors():
-                stack.enter_context(self._access.hold(self._timeout()))
+                stack.enter_context(access.hold(self._timeout()))
             self._holds.append(stack)
         return self
 
@@ -131,19 +135,19 @@ class DuckDBMetadataStore(MetadataStore):
         if self._memory is not None:
             yield self._memory
             return
-        assert self._access is not None
+        access = file_access(self.path)
         # A reader of a store nobody created yet creates it, which takes the writer's lock.
         write = write or not Path(self.path).exists()
         with ExitStack() as stack:
             try:
                 with self._lock_errors():
                     con = stack.enter_context(
-                        self._access.session(write, self._timeout(), self._connect, _close)
+                        access.session(write, self._timeout(), self._connect, _close)
                     )
             except _Uninitialized:  # a file without our tables: create them, as a writer
                 with self._lock_errors():
                     con = stack.enter_context(
-                        self._access.session(True, self._timeout(), self._connect, _close)
+                        access.session(True, self._timeout(), self._connect, _close)
                     )
             yield con
 
