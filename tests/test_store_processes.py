@@ -98,13 +98,19 @@ def test_forkserver_writers_and_a_reader_lose_no_committed_write(tmp_path: Path)
     writers = [
         ctx.Process(target=_forkserver_writer, args=(db, p, results)) for p in range(WRITERS)
     ]
-    for w in writers:
-        w.start()
-    reported = [results.get(timeout=300) for _ in writers]
-    stop.set()
-    reported.append(results.get(timeout=300))
-    for process in [*writers, reader]:
-        process.join(timeout=60)
+    try:
+        for w in writers:
+            w.start()
+        reported = [results.get(timeout=300) for _ in writers]
+        stop.set()
+        reported.append(results.get(timeout=300))
+    finally:  # never leave a process behind, whatever failed
+        stop.set()
+        for process in [*writers, reader]:
+            process.join(timeout=60)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
     assert [r for r in reported if r[0] == "error"] == []
     assert [p.exitcode for p in [*writers, reader]] == [0] * (WRITERS + 1)
 
