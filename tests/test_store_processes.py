@@ -106,7 +106,7 @@ def test_forkserver_writers_and_a_reader_lose_no_committed_write(tmp_path: Path)
         reported.append(results.get(timeout=300))
     finally:  # never leave a process behind, whatever failed
         stop.set()
-        for process in [*writers, reader]:
+        for process in [p for p in [*writers, reader] if p.pid is not None]:
             process.join(timeout=60)
             if process.exitcode is None:
                 process.kill()
