@@ -57,7 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-max-n", type=int, default=1_000_000)
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--fresh", action="store_true", help="rebuild the prepared stores")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: bench/results/latest.json (concurrency.json with --only-concurrency)",
+    )
     parser.add_argument(
         "--concurrency-writers",
         type=int,
@@ -69,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only-concurrency", action="store_true", help="run only the concurrency section"
     )
     args = parser.parse_args(argv)
+    if args.output is None:
+        name = "concurrency.json" if args.only_concurrency else "latest.json"
+        args.output = ROOT / "bench" / "results" / name
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     args.graphs = [g for g in args.graphs.split(",") if g]
     args.phases = [p for p in args.phases.split(",") if p]
