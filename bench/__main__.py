@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if results["cases"]:
         print(
             "peer: metaxy 0.1.11 with DuckDB-native hash() macros for xxh64 (offline): different\n"
-            "bits, same class of cost. floor-nativehash: the floor with DuckDB's hash() instead of\n"
-            "our metaxy_xxh64 UDF (different bits: in the stale phase every candidate is stale)."
+            "bits, same class of cost. floor-nativehash: the floor with DuckDB's hash() instead\n"
+            "of our metaxy_xxh64 UDF (different bits: in the stale phase every candidate is stale)."
         )
     skipped = {r for case in results["cases"] for r in case["skipped"].values()}
     for reason in sorted(skipped):
