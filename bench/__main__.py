@@ -3,10 +3,13 @@
     python -m bench [--sizes 10000,100000,1000000,10000000] [--graphs simple,pruned,wide]
                     [--phases new,stale] [--rounds 3] [--impls ours-polars,...] [--no-peer]
                     [--peer-max-n 1000000] [--peer-python .venv-peer/bin/python] [--fresh]
+                    [--concurrency-writers 16] [--concurrency-rows 50000] [--only-concurrency]
 
 For every (graph, n, phase): prepare (or reuse) the stores, then run ``--rounds`` interleaved
 rounds; in each round every implementation is timed once, in a fresh subprocess, on a fresh copy
-of its prepared store. Prints tables and writes everything to ``bench/results/latest.json``.
+of its prepared store. Then the concurrency section (:mod:`bench.concurrency`): many processes
+writing to one store file at once. Prints tables and writes everything to
+``bench/results/latest.json``.
 See bench/README.md.
 """
 
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import concurrency
 from bench.children import (
     DEFAULT_PEER_PYTHON,
     ROOT,
@@ -53,8 +57,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-max-n", type=int, default=1_000_000)
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--fresh", action="store_true", help="rebuild the prepared stores")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: bench/results/latest.json (concurrency.json with --only-concurrency)",
+    )
+    parser.add_argument(
+        "--concurrency-writers",
+        type=int,
+        default=16,
+        help="processes writing to one store at once in the concurrency section (0 skips it)",
+    )
+    parser.add_argument("--concurrency-rows", type=int, default=50_000, help="rows per writer")
+    parser.add_argument(
+        "--only-concurrency", action="store_true", help="run only the concurrency section"
+    )
     args = parser.parse_args(argv)
+    if args.output is None:
+        name = "concurrency.json" if args.only_concurrency else "latest.json"
+        args.output = ROOT / "bench" / "results" / name
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     args.graphs = [g for g in args.graphs.split(",") if g]
     args.phases = [p for p in args.phases.split(",") if p]
@@ -65,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = [v for v in values if v not in known]
         if unknown:
             parser.error(f"unknown {name} {', '.join(unknown)}; choose from {', '.join(known)}")
-    if args.no_peer and "peer" in args.impls:
+    if (args.no_peer or args.only_concurrency) and "peer" in args.impls:
         args.impls.remove("peer")
     args.impls = [i for i in IMPLS if i in args.impls]  # the fixed round order
     if args.rounds < 1:
@@ -204,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": [],
     }
     try:
-        for n in sorted(args.sizes):
+        for n in sorted(args.sizes) if not args.only_concurrency else []:
             for graph in args.graphs:
                 for phase in args.phases:
                     print(f"== {graph} n={n:,} ({size_label(n)}) phase={phase}", flush=True)
@@ -212,16 +234,27 @@ def main(argv: list[str] | None = None) -> int:
                     write_results(args.output, results)
     finally:
         shutil.rmtree(WORK / "runs", ignore_errors=True)
+    if args.concurrency_writers > 0:
+        print(f"== concurrency: {args.concurrency_writers} writers", flush=True)
+        results["concurrency"] = concurrency.run(args.concurrency_writers, args.concurrency_rows)
+        write_results(args.output, results)
     results["complete"] = True
     seen = {case["metaxy_core_sources"] for case in results["cases"]} | {core_source_hash()}
     results["metaxy_core_changed_during_run"] = len(seen) > 1
     write_results(args.output, results)
     print()
-    print(tables(results["cases"], args.impls, args.rounds))
-    print()
-    print("peer: metaxy 0.1.11 with DuckDB-native hash() macros for xxh64 (offline): different")
-    print("bits, same class of cost. floor-nativehash: the floor with DuckDB's hash() instead of")
-    print("our metaxy_xxh64 UDF (different bits: in the stale phase every candidate is stale).")
+    if results["cases"]:
+        print(tables(results["cases"], args.impls, args.rounds))
+        print()
+    if "concurrency" in results:
+        print(concurrency.report(results["concurrency"]))
+        print()
+    if results["cases"]:
+        print(
+            "peer: metaxy 0.1.11 with DuckDB-native hash() macros for xxh64 (offline): different\n"
+            "bits, same class of cost. floor-nativehash: the floor with DuckDB's hash() instead\n"
+            "of our metaxy_xxh64 UDF (different bits: in the stale phase every candidate is stale)."
+        )
     skipped = {r for case in results["cases"] for r in case["skipped"].values()}
     for reason in sorted(skipped):
         print(f"peer skipped: {reason}")
@@ -229,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if results["metaxy_core_changed_during_run"]:
         print("!!! metaxy_core's sources changed during the run: cases ran different code")
     problems = [m for case in results["cases"] for m in case["mismatches"] + case["errors"]]
+    figures = results.get("concurrency")
+    if figures and not (figures["all_writes_landed"] and figures["reader_counts_consistent"]):
+        problems.append(f"concurrency: not every write landed or the reader's counts: {figures}")
     if problems:
         print(f"\n!!! {len(problems)} problem(s):", *problems, sep="\n!!! ")
         return 1

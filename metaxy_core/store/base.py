@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,6 +132,11 @@ class MetadataStore(ABC):
     def _session(self) -> Iterator[Any]:
         """A handle held for one operation (a connection, or nothing)."""
 
+    def _write_session(self) -> AbstractContextManager[Any]:
+        """A handle for one operation that writes (and reads first): by default ``_session``;
+        a backend that tells readers from writers (file locks) holds the writer's here."""
+        return self._session()
+
     @abstractmethod
     def _engine(self, session: Any) -> Engine:
         """The engine resolving increments in this session."""
@@ -206,7 +211,7 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         data = to_polars(frame, f"write of {feature!r}")
         validate_write(spec, data)
-        with self, self._session() as session:  # one connection for preparing and appending
+        with self, self._write_session() as session:  # one connection to prepare and append
             self._check_id_columns(session, [feature])
             if data.height == 0:
                 seq = self._append(session, feature, [], self._current_recipes(feature))
@@ -283,7 +288,7 @@ class MetadataStore(ABC):
         spec = self._spec(feature)
         data = to_polars(ids, f"delete from {feature!r}").select(spec.id_columns)
         rows = tombstones(self.graph, spec, data, run_id)
-        with self._session() as session:
+        with self._write_session() as session:
             self._check_id_columns(session, [feature])
             chunks = [rows] if rows.height else []  # an empty delete changes no table
             seq = self._append(session, feature, chunks, self._current_recipes(feature))

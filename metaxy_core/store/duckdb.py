@@ -10,17 +10,15 @@ version and hash algorithm; ``metaxy_records`` graph snapshots and audit rows (s
 :mod:`metaxy_core.store.snapshots`).
 
 DuckDB lets one process at a time open a file for writing. A file store therefore opens its
-connection for one operation (or one ``with store:`` block) and retries while another process
-holds the lock, so several processes can share one file.
+connection for one operation (or one ``with store:`` block), under a lock on ``<file>.lock``
+taken before opening and released after closing (see :mod:`metaxy_core.store._lock`): shared
+with a read-only connection to read, exclusive with a read-write one to write.
 """
 
 from __future__ import annotations
 
-import fcntl
-import random
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +37,7 @@ from metaxy_core.errors import (
 )
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
+from metaxy_core.store._lock import FileAccess, LockTimeout, file_access
 from metaxy_core.store.base import Engine, MetadataStore
 from metaxy_core.store.snapshots import Record
 
@@ -66,10 +65,10 @@ def _check_path(path: str) -> None:
     )
 
 
-def _connect_file(path: str) -> duckdb.DuckDBPyConnection:
+def _connect_file(path: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """``duckdb.connect``, with a file that is not a DuckDB database as a metaxy error."""
     try:
-        return duckdb.connect(path)
+        return duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
         if "not a valid DuckDB database file" not in str(exc):
             raise
@@ -77,6 +76,14 @@ def _connect_file(path: str) -> duckdb.DuckDBPyConnection:
             f"store {path!r} is not a DuckDB database file ({exc}); it was left as it is. "
             "Pass the path of a store file metaxy wrote, or a new path to start a store."
         ) from None
+
+
+class _Uninitialized(Exception):
+    """A read-only connection found a file without the store's tables."""
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    con.close()  # a write's checkpoint happens here, still under the exclusive lock
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> Any:
@@ -93,7 +100,8 @@ class DuckDBMetadataStore(MetadataStore):
         engine: ``"duckdb"`` (default) runs the whole increment as SQL inside DuckDB, so only
             the increment leaves the file; ``"polars"`` scans the rows into Polars and resolves
             there. Results are identical.
-        lock_timeout: seconds to wait for another process to release the file.
+        lock_timeout: seconds to wait for other processes to release the file (readers wait
+            for a writer, a writer for everyone before it); ``math.inf`` waits for ever.
 
     >>> from metaxy_core import FeatureGraph, FeatureSpec
     >>> graph = FeatureGraph([FeatureSpec(key="clips", id_columns=["id"], fields=["audio"])])
@@ -123,11 +131,17 @@ class DuckDBMetadataStore(MetadataStore):
         self.path = str(path)
         self.engine_name = engine
         self.lock_timeout = lock_timeout
-        self._held: duckdb.DuckDBPyConnection | None = None
-        self._depth = 0
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        self._holds: list[Any] = []
         if self.path == ":memory:":
-            self._held = self._open()
-            self._depth = 1  # never closed: the data lives in the connection
+            self._memory = self._connect(write=True)  # never closed: the data lives in it
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def _access(self) -> FileAccess[duckdb.DuckDBPyConnection] | None:
+        # Looked up each time, not kept: a forked child gets its own (see store._lock).
+        return None if self._memory is not None else file_access(self.path)
 
     def __repr__(self) -> str:
         return f"DuckDBMetadataStore({self.path!r}, engine={self.engine_name!r})"
@@ -135,79 +149,77 @@ class DuckDBMetadataStore(MetadataStore):
     # -- connections ----------------------------------------------------------------------------
 
     def __enter__(self) -> DuckDBMetadataStore:
-        if self._depth == 0:
-            self._held = self._open()
-        self._depth += 1
+        """Keep one connection (and its lock) for the whole block: reads in it see one state
+        of the file; the first write in it waits for the exclusive lock and keeps it."""
+        access = self._access
+        if access is not None:
+            stack = ExitStack()
+            with self._lock_errors():
+                stack.enter_context(access.hold(self._timeout()))
+            self._holds.append(stack)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._held is not None:
-            self._held.close()
-            self._held = None
+    def __exit__(self, *exc: Any) -> None:
+        if self._holds:
+            self._holds.pop().__exit__(*exc)
 
     @contextmanager
     def _session(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._held is not None:
-            yield self._held
-            return
-        con = self._open()
-        try:
+        with self._open(write=False) as con:
             yield con
-        finally:
-            con.close()
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                with self._opening():
-                    return self._connect()
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                if time.monotonic() > deadline:
-                    raise StoreLockedError(
-                        f"store {self.path!r} stayed locked by another process for "
-                        f"{self.lock_timeout:.0f} s: {exc}. Stop the other writer or raise "
-                        "lock_timeout."
-                    ) from exc
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.25)
 
     @contextmanager
-    def _opening(self) -> Iterator[None]:
-        """Serialize opening the file among processes.
+    def _write_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._open(write=True) as con:
+            yield con
 
-        The first process to open a new store creates the file and its tables; without this,
-        another process could open the half-written file ("not a valid DuckDB database file").
-        The lock is held only while opening, never for the session.
-        """
-        if self.path == ":memory:":
-            yield
+    @contextmanager
+    def _open(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._memory is not None:
+            yield self._memory
             return
-        with open(f"{self.path}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        access = file_access(self.path)
+        # A reader of a store nobody created yet creates it, which takes the writer's lock.
+        write = write or not Path(self.path).exists()
+        with ExitStack() as stack:
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                with self._lock_errors():
+                    con = stack.enter_context(
+                        access.session(write, self._timeout(), self._connect, _close)
+                    )
+            except _Uninitialized:  # a file without our tables: create them, as a writer
+                with self._lock_errors():
+                    con = stack.enter_context(
+                        access.session(True, self._timeout(), self._connect, _close)
+                    )
+            yield con
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = _connect_file(self.path)
+    def _timeout(self) -> float:
+        return float(self.lock_timeout)
+
+    @contextmanager
+    def _lock_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except LockTimeout:
+            raise StoreLockedError(
+                f"store {self.path!r} stayed locked by other processes for "
+                f"{self.lock_timeout:g} s (lock file {self.path}.lock). Wait for the other "
+                "writers to finish, stop the process that holds it, or raise lock_timeout."
+            ) from None
+
+    def _connect(self, write: bool) -> duckdb.DuckDBPyConnection:
+        con = _connect_file(self.path, read_only=not write)
         try:
             # DuckDB's default Arrow output is kept on purpose: plain strings export faster than
             # string views, and the row hash reads either in place (engines/classify.py).
-            self._check_format(con)
+            self._check_format(con, write)
         except BaseException:
             con.close()
             raise
         return con
 
-    def _check_format(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _check_format(self, con: duckdb.DuckDBPyConnection, write: bool) -> None:
         if _scalar(
             con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'metaxy_store_info'"
         ):
@@ -221,6 +233,8 @@ class DuckDBMetadataStore(MetadataStore):
                         "wrote it, or start a new store file."
                     )
             return
+        if not write:
+            raise _Uninitialized
         con.execute("BEGIN")
         con.execute("CREATE TABLE IF NOT EXISTS metaxy_store_info (key VARCHAR, value VARCHAR)")
         con.execute(

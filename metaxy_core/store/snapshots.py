@@ -77,7 +77,7 @@ def record_snapshot(store: MetadataStore, session: Any = None, *, force: bool = 
     version = store.graph.versions.graph
     if store._latest_snapshot == version:
         return False
-    with store._session() if session is None else _held(session) as con:
+    with store._write_session() if session is None else _held(session) as con:
         latest = store._records(con, SNAPSHOT)
         recorded = False
         if not latest or latest[-1].key != version:
@@ -136,7 +136,7 @@ def find_snapshot(store: MetadataStore, ref: str | None) -> Snapshot:
 
 def record_audit(store: MetadataStore, kind: str, key: str, body: dict[str, Any]) -> None:
     """Append an audit row (e.g. an accepted definition change)."""
-    with store._session() as con:
+    with store._write_session() as con:
         store._record(con, kind, key, json.dumps(body, sort_keys=True, default=str))
 
 
