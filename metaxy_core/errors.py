@@ -11,7 +11,8 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── EmptyIdColumnsError                 a feature without id columns
     │   ├── CycleError                          feature dependencies form a cycle
     │   ├── IdColumnsMismatchError              id columns that do not fit a dependency's lineage
-    │   └── DependencyError                     a bad select, rename, filter or optional
+    │   ├── DependencyError                     a bad select, rename, filter or optional
+    │   └── AssetDefinitionError(TypeError)     an orchestrator asset that cannot take a keyword
     ├── FeatureNotFoundError(KeyError)          an unknown feature key
     ├── FieldNotFoundError(KeyError)            an unknown field of a known feature
     ├── WriteError(ValueError)                  a frame that cannot be written; nothing is written
@@ -31,6 +32,7 @@ Messages name the feature, field or column, list what was valid and end with a h
 from __future__ import annotations
 
 __all__ = [
+    "AssetDefinitionError",
     "ColumnTypeError",
     "CycleError",
     "DependencyError",
@@ -96,6 +98,10 @@ class IdColumnsMismatchError(GraphError):
 class DependencyError(GraphError):
     """How a dependency is read (``select``, ``rename``, ``filter``, ``optional``) is invalid,
     or names a column its upstream feature does not have."""
+
+
+class AssetDefinitionError(GraphError, TypeError):
+    """An asset declared with a keyword or a function signature it cannot take."""
 
 
 class FeatureNotFoundError(MetaxyError, KeyError):

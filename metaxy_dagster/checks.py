@@ -7,25 +7,26 @@ from collections.abc import Sequence
 import dagster as dg
 import polars as pl
 
-from metaxy_core import columns
+from metaxy_core import FeatureGraph, columns
+from metaxy_dagster.features import feature_graph, metaxy_features
 from metaxy_dagster.metadata import asset_key
-from metaxy_dagster.registry import feature_graph
 from metaxy_dagster.resource import MetaxyStoreResource
-from metaxy_dagster.sensors import metaxy_features
 
 __all__ = ["build_metaxy_checks"]
 
 CHECK_NAME = "metaxy_up_to_date"
 
 
-def _check(feature: str, store: MetaxyStoreResource) -> dg.AssetChecksDefinition:
+def _check(
+    feature: str, graph: FeatureGraph, store: MetaxyStoreResource
+) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=asset_key(feature),
         name=CHECK_NAME,
         description="Passes when no sample is new, stale or orphaned; counts stale per field.",
     )
     def _up_to_date() -> dg.AssetCheckResult:
-        increment = store.get_store().resolve_update(feature)
+        increment = store.get_store(graph).resolve_update(feature)
         counts = increment.counts
         by_field: dict[str, int] = {}
         if counts.stale:
@@ -52,5 +53,5 @@ def build_metaxy_checks(
     Root assets are left out: whether a root is up to date depends on its sources, which only
     its own function scans.
     """
-    graph = feature_graph()
-    return [_check(f, store) for f in metaxy_features(assets) if not graph[f].is_root]
+    graph = feature_graph(assets)
+    return [_check(f, graph, store) for f in metaxy_features(assets) if not graph[f].is_root]

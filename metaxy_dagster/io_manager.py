@@ -9,6 +9,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from metaxy_core import FeatureGraph
+from metaxy_dagster.features import graph_of
 from metaxy_dagster.resource import MetaxyStoreResource
 
 __all__ = ["MetaxyIOManager", "MetaxyWrite"]
@@ -18,11 +20,13 @@ _PREVIEW_ROWS = 10
 
 @dataclass(frozen=True)
 class MetaxyWrite:
-    """What a metaxy asset hands its IO manager: rows to append and samples to delete."""
+    """What a metaxy asset hands its IO manager: rows to append and samples to delete, of a
+    feature of ``graph``."""
 
     feature: str
     rows: pl.DataFrame
     orphaned: pl.DataFrame
+    graph: FeatureGraph
 
 
 class MetaxyIOManager(dg.ConfigurableIOManager):
@@ -53,7 +57,7 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}. Give it "
                 "another io_manager_key."
             )
-        store = self.store.get_store()
+        store = self.store.get_store(obj.graph)
         written = deleted = 0
         with store:
             if obj.rows.height:
@@ -74,7 +78,14 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         feature = "/".join(context.asset_key.path)
-        return self.store.get_store().read(feature)
+        upstream = context.upstream_output
+        graph = graph_of(upstream.definition_metadata) if upstream is not None else None
+        if graph is None:
+            raise TypeError(
+                f"MetaxyIOManager loads metaxy assets only; {feature!r} is not one (no "
+                "@metaxy_asset metadata). Load it with the IO manager that stored it."
+            )
+        return self.store.get_store(graph).read(feature)
 
 
 def _markdown(frame: pl.DataFrame) -> str:

@@ -20,28 +20,19 @@ Each tick:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
 from metaxy_core import IncrementCounts, MetadataStore
+from metaxy_dagster.features import feature_graph, metaxy_features, metaxy_partitions
 from metaxy_dagster.metadata import asset_key
 from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
-from metaxy_dagster.registry import feature_partitions
 from metaxy_dagster.resource import MetaxyStoreResource
 
-__all__ = ["build_metaxy_sensor", "metaxy_features"]
+__all__ = ["build_metaxy_sensor"]
 
-
-def metaxy_features(assets: Sequence[dg.AssetsDefinition]) -> list[str]:
-    """Feature keys of the metaxy assets among ``assets``."""
-    features = []
-    for assets_def in assets:
-        for spec in assets_def.specs:
-            feature = spec.metadata.get("metaxy/feature")
-            if feature is not None:
-                features.append(str(feature))
-    return features
+Partitioning = Mapping[str, MetaxyPartitions | None]
 
 
 def _partition_keys(
@@ -51,13 +42,16 @@ def _partition_keys(
 
 
 def _partition_counts(
-    store: MetadataStore, feature: str, instance: dg.DagsterInstance | None
+    store: MetadataStore,
+    feature: str,
+    partitioning: Partitioning,
+    instance: dg.DagsterInstance | None,
 ) -> Iterator[tuple[str | None, IncrementCounts]]:
     """(partition, counts) of every partition of ``feature`` (one ``None`` if unpartitioned).
 
     Every partition is counted in one pass over the samples (column partitions of an
     expansion, or of a column that is not a string, one partition at a time)."""
-    partitions = feature_partitions(feature)
+    partitions = partitioning.get(feature)
     if partitions is None:
         yield None, store.count_update(feature)
     elif isinstance(partitions, HashShardPartitions):
@@ -70,7 +64,10 @@ def _partition_counts(
 
 
 def _pending(
-    store: MetadataStore, selected: set[str], instance: dg.DagsterInstance | None
+    store: MetadataStore,
+    selected: set[str],
+    partitioning: Partitioning,
+    instance: dg.DagsterInstance | None,
 ) -> Iterator[tuple[str, str | None, IncrementCounts]]:
     """(feature, partition, counts) for every scope with work whose upstream is not waiting."""
     graph = store.graph
@@ -81,7 +78,7 @@ def _pending(
         if any(up in waiting for up in graph.upstream(feature)):
             waiting.add(feature)
             continue
-        for partition, counts in _partition_counts(store, feature, instance):
+        for partition, counts in _partition_counts(store, feature, partitioning, instance):
             if counts.total or counts.orphaned:
                 waiting.add(feature)
                 if feature in selected:
@@ -112,6 +109,8 @@ def build_metaxy_sensor(
                                          default_status=dg.DefaultSensorStatus.RUNNING)
             defs = dg.Definitions(assets=assets, sensors=[sensor], resources={...})
     """
+    graph = feature_graph(assets)  # fails at load on an invalid graph, not at a tick
+    partitioning = metaxy_partitions(assets)
     selected = set(metaxy_features(assets))
     keys = [asset_key(f) for f in sorted(selected)]
 
@@ -123,7 +122,7 @@ def build_metaxy_sensor(
         description="Runs metaxy assets whose dependent fields changed, per partition.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        metadata_store = store.get_store()
+        metadata_store = store.get_store(graph)
         with metadata_store:
             seq = metadata_store.last_write_seq()
             if context.cursor is not None and context.cursor == str(seq):
@@ -142,7 +141,10 @@ def build_metaxy_sensor(
                     },
                 )
                 for feature, partition, counts in _pending(
-                    metadata_store, selected, context.instance if context.instance_ref else None
+                    metadata_store,
+                    selected,
+                    partitioning,
+                    context.instance if context.instance_ref else None,
                 )
             ]
         if not requests:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -20,15 +19,7 @@ from metaxy_dagster import (
     build_metaxy_sensor,
     build_root_schedule,
 )
-from metaxy_dagster.registry import clear_features
 from tests.test_dagster_assets import IDS, Pipeline
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    clear_features()
-    yield
-    clear_features()
 
 
 class Ticker:
