@@ -10,6 +10,11 @@
   or stale clips and requests a run of exactly those, so everything downstream of a scan follows.
 - Asset checks ``metaxy_up_to_date``: per downstream asset, whether any clip is still new,
   stale or orphaned.
+- Resources: the store, its IO manager and the speech model of ``audio/transcript``
+  (:func:`example_project.assets.build_resources`).
+
+The sensor and the checks build the feature graph from these assets, so an invalid graph fails
+when Dagster loads the code, not in a run.
 """
 
 from __future__ import annotations
@@ -19,15 +24,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from example_project.assets import build_assets
+from example_project.assets import build_assets, build_resources
 from example_project.media import default_data_dir
 from metaxy_dagster import (
-    MetaxyIOManager,
     MetaxyStoreResource,
     build_metaxy_checks,
     build_metaxy_sensor,
     build_root_schedule,
-    feature_graph,
 )
 
 __all__ = [
@@ -53,9 +56,9 @@ def default_store_path() -> Path:
 
 
 assets = build_assets(default_data_dir())
-feature_graph()  # validate the whole graph now: a bad declaration fails at load, not in a run
-
-store = MetaxyStoreResource(path=str(default_store_path()))
+resources = build_resources(default_store_path())
+store = resources["metaxy_store"]
+assert isinstance(store, MetaxyStoreResource)
 
 defs = dg.Definitions(
     assets=assets,
@@ -69,7 +72,7 @@ defs = dg.Definitions(
             default_status=dg.DefaultSensorStatus.RUNNING,
         )
     ],
-    resources={"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)},
+    resources=resources,
     # Each step takes milliseconds: a process per step (the default executor) would spend
     # seconds importing Dagster for each. Runs still execute in parallel, one process each.
     executor=dg.in_process_executor,

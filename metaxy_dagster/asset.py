@@ -22,7 +22,7 @@ import dagster as dg
 import polars as pl
 
 from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldSpec, errors
-from metaxy_dagster.features import graph_of
+from metaxy_dagster.features import FEATURE_KEY, graph_of
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.materialize import materialize
 from metaxy_dagster.metadata import asset_code_version, asset_key, definition_metadata
@@ -52,8 +52,14 @@ _REFUSED = {
     "dagster_type": "the output of a metaxy asset is the rows metaxy writes; describe your "
     "columns with columns= instead",
     "non_argument_deps": "list upstream assets in deps=",
+    "compute_kind": "Dagster replaced it by kinds=; pass kinds={...}, added to metaxy's",
 }
-_ASSET_KEYWORDS = frozenset(inspect.signature(dg.asset).parameters) - {"compute_fn"}
+# dagster.asset's own keywords, and the deprecated ones it still takes through **kwargs.
+_ASSET_KEYWORDS = (frozenset(inspect.signature(dg.asset).parameters) - {"compute_fn", "kwargs"}) | {
+    "auto_materialize_policy",
+    "legacy_freshness_policy",
+    *_REFUSED,
+}
 
 
 def metaxy_asset(
@@ -195,11 +201,6 @@ def _check_keywords(kwargs: Mapping[str, Any]) -> None:
                 f"metaxy_asset got an unknown keyword {name}=; it takes its own keywords and "
                 f"those of dagster.asset: {', '.join(sorted(_ASSET_KEYWORDS - set(_REFUSED)))}."
             )
-    if "compute_kind" in kwargs:
-        raise errors.AssetDefinitionError(
-            "metaxy_asset does not take compute_kind=, which Dagster replaced by kinds=: "
-            "pass kinds={...}; they are added to metaxy's."
-        )
 
 
 def _split_deps(
@@ -218,16 +219,26 @@ def _split_deps(
             known.append(dep)
             implied.append(dep.key)
         else:
-            specs = dep.specs if isinstance(dep, dg.AssetsDefinition) else [dep]
-            carried = [g for s in specs if isinstance(s, dg.AssetSpec) for g in [graph_of(s.metadata)]]
-            if carried and all(g is not None for g in carried):
-                for s, g in zip(specs, carried, strict=True):
-                    assert g is not None
-                    known.extend(g)
-                    implied.append(str(s.metadata["metaxy/feature"]))
+            carried = _carried(dep)
+            if carried:
+                for feature, feature_graph in carried:
+                    known.extend(feature_graph)
+                    implied.append(feature)
             else:
                 plain.append(dep)
     return known, explicit, list(dict.fromkeys(implied)), plain
+
+
+def _carried(dep: Any) -> list[tuple[str, FeatureGraph]]:
+    """(feature, graph) of each metaxy asset in ``dep``; empty when ``dep`` is not one."""
+    specs = dep.specs if isinstance(dep, dg.AssetsDefinition) else [dep]
+    out = []
+    for spec in specs:
+        graph = graph_of(spec.metadata) if isinstance(spec, dg.AssetSpec) else None
+        if graph is None:
+            return []
+        out.append((str(spec.metadata[FEATURE_KEY]), graph))
+    return out
 
 
 def _graph(feature: FeatureSpec, known: Sequence[FeatureSpec]) -> FeatureGraph:
@@ -272,7 +283,9 @@ def _wrap(
     increment and with the store resource), and how to call the function."""
     params = list(_signature(fn).parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    takes_context = bool(params) and params[0].name in _CONTEXT_NAMES and params[0].kind in positional
+    takes_context = (
+        bool(params) and params[0].name in _CONTEXT_NAMES and params[0].kind in positional
+    )
     rest = params[1:] if takes_context else params
     where = f"function {fn.__name__!r} of asset {spec.key!r}"
     for p in rest:

@@ -17,7 +17,6 @@ from metaxy_dagster import (
     MetaxyIOManager,
     MetaxyStoreResource,
     asset_key,
-    feature_graph,
 )
 from tests.dagster_reference import Calls, reference_assets
 from tests.reference import reference_graph
@@ -142,6 +141,30 @@ def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: 
     # crop's frames content is unchanged (data version = provenance, which changed), so faces
     # recomputes; transcript reads raw audio only and stays untouched.
     assert p.received("vision/faces") == IDS
+
+
+def test_code_version_changes_only_with_the_assets_own_definition(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+
+    def code_versions(bumps: dict[tuple[str, str], str]) -> dict[str, str | None]:
+        assets = p.assets(code_versions=bumps)
+        return {"/".join(a.key.path): a.code_versions_by_key[a.key] for a in assets}
+
+    base = code_versions({})
+    assert len(set(base.values())) == len(FEATURES)  # every asset has its own code version
+    for bumps, changed in [
+        ({("video/raw", "audio"): "2"}, {"video/raw"}),
+        ({("video/crop", "audio"): "2"}, {"video/crop"}),
+        ({("video/crop", "frames"): "7"}, {"video/crop"}),
+        (
+            {("video/raw", "audio"): "2", ("vision/faces", "faces"): "2"},
+            {"video/raw", "vision/faces"},
+        ),
+    ]:
+        bumped = code_versions(bumps)
+        assert {f for f in FEATURES if bumped[f] != base[f]} == changed, bumps
+    # Deterministic: the same definitions give the same code versions.
+    assert code_versions({}) == base
 
 
 def test_partitioned_run_processes_only_its_partition(tmp_path: Path) -> None:

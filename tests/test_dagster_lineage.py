@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from metaxy_core import DuckDBMetadataStore, FeatureDep, FeatureGraph, FeatureSpec
 from metaxy_core.testing import root_samples
