@@ -122,6 +122,32 @@ def test_audio_change_reruns_only_the_audio_branch(tmp_path: Path) -> None:
     assert _metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 10}
 
 
+def test_swapping_two_samples_data_versions_changes_the_data_version(tmp_path: Path) -> None:
+    """Acceptance 6: the DataVersion counts each sample's ids with its data version."""
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    before = _data_versions(p.materialize(assets))
+    first, second = IDS[0], IDS[1]
+    p.audio[first], p.audio[second] = p.audio[second], p.audio[first]
+    p.frames[first], p.frames[second] = p.frames[second], p.frames[first]
+    result = p.materialize(assets, selection=[asset_key("video/raw")])
+    assert _metadata(result, "video/raw")["metaxy/stale"] == 2
+    stored = p.store().read("video/raw").sort("video_id")
+    # The two samples now hold each other's data versions: the same multiset of versions...
+    assert sorted(stored["metaxy_data_version"]) == sorted(
+        p.store().read("video/raw", history=True)
+        .filter(pl.col("metaxy_write_seq") == pl.col("metaxy_write_seq").min())
+        .get_column("metaxy_data_version")
+    )
+    # ...but not the same samples' data versions, so the asset's DataVersion changed.
+    assert _data_versions(result)["video/raw"] != before["video/raw"]
+    # Swapping back restores it: it depends on the data only.
+    p.audio[first], p.audio[second] = p.audio[second], p.audio[first]
+    p.frames[first], p.frames[second] = p.frames[second], p.frames[first]
+    again = p.materialize(assets, selection=[asset_key("video/raw")])
+    assert _data_versions(again)["video/raw"] == before["video/raw"]
+
+
 def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: Path) -> None:
     p = Pipeline(tmp_path)
     p.materialize(p.assets())
