@@ -30,6 +30,7 @@ __all__ = [
     "metaxy_features",
     "metaxy_partitions",
     "partitions_metadata",
+    "partitions_of",
 ]
 
 FEATURE_KEY = "metaxy/feature"
@@ -120,18 +121,22 @@ def feature_graph(assets: AssetsLike) -> FeatureGraph:
     return FeatureGraph(specs)
 
 
+def partitions_of(
+    metadata: Mapping[str, Any], partitions_def: dg.PartitionsDefinition[str] | None
+) -> MetaxyPartitions | None:
+    """How a metaxy asset with this definition metadata and partitions is partitioned."""
+    how = _json(metadata.get(PARTITIONS_KEY))
+    if how is None or partitions_def is None:
+        return None
+    if "hash_shards" in how:
+        return HashShardPartitions(int(how["hash_shards"]))
+    return ColumnPartitions(str(how["column"]), partitions_def)
+
+
 def metaxy_partitions(assets: AssetsLike) -> dict[str, MetaxyPartitions | None]:
     """Feature key -> how its asset is partitioned, for the metaxy assets among ``assets``."""
-    out: dict[str, MetaxyPartitions | None] = {}
-    for spec in _asset_specs(assets):
-        if FEATURE_KEY not in spec.metadata:
-            continue
-        how = _json(spec.metadata.get(PARTITIONS_KEY))
-        feature = str(spec.metadata[FEATURE_KEY])
-        if how is None or spec.partitions_def is None:
-            out[feature] = None
-        elif "hash_shards" in how:
-            out[feature] = HashShardPartitions(int(how["hash_shards"]))
-        else:
-            out[feature] = ColumnPartitions(str(how["column"]), spec.partitions_def)
-    return out
+    return {
+        str(spec.metadata[FEATURE_KEY]): partitions_of(spec.metadata, spec.partitions_def)
+        for spec in _asset_specs(assets)
+        if FEATURE_KEY in spec.metadata
+    }

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import narwhals as nw
 import polars as pl
 from pydantic import Field
 
-from metaxy_core import FeatureGraph
-from metaxy_dagster.features import graph_of
+from metaxy_core import FeatureGraph, SampleFilter
+from metaxy_dagster.features import graph_of, partitions_of
+from metaxy_dagster.partitions import HashShardPartitions
 from metaxy_dagster.resource import MetaxyStoreResource
 
 __all__ = ["MetaxyIOManager", "MetaxyWrite"]
@@ -76,16 +78,33 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
+        """The current rows of the upstream metaxy asset: those of the partitions the
+        downstream run maps to, when the upstream is partitioned; a ``LazyFrame`` over them
+        when the input is annotated ``pl.LazyFrame``."""
         feature = "/".join(context.asset_key.path)
         upstream = context.upstream_output
-        graph = graph_of(upstream.definition_metadata) if upstream is not None else None
+        metadata = upstream.definition_metadata if upstream is not None else {}
+        graph = graph_of(metadata)
         if graph is None:
             raise TypeError(
                 f"MetaxyIOManager loads metaxy assets only; {feature!r} is not one (no "
                 "@metaxy_asset metadata). Load it with the IO manager that stored it."
             )
-        return self.store.get_store(graph).read(feature)
+        store = self.store.get_store(graph)
+        filters: list[SampleFilter | None] = [None]
+        if context.has_asset_partitions:
+            partitions = partitions_of(metadata, context.asset_partitions_def)
+            keys = list(context.asset_partition_keys)
+            if isinstance(partitions, HashShardPartitions):
+                filters = [partitions.filter(k) for k in keys]
+            elif partitions is not None:
+                filters = [nw.col(partitions.column).cast(nw.String()).is_in(keys)]
+        with store:
+            frames = [store.read(feature, filter=f) for f in filters]
+        rows = pl.concat(frames) if len(frames) > 1 else frames[0]
+        wanted = getattr(context.dagster_type, "typing_type", None)
+        return rows.lazy() if wanted is pl.LazyFrame else rows
 
 
 def _markdown(frame: pl.DataFrame) -> str:

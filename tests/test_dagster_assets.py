@@ -135,7 +135,8 @@ def test_swapping_two_samples_data_versions_changes_the_data_version(tmp_path: P
     stored = p.store().read("video/raw").sort("video_id")
     # The two samples now hold each other's data versions: the same multiset of versions...
     assert sorted(stored["metaxy_data_version"]) == sorted(
-        p.store().read("video/raw", history=True)
+        p.store()
+        .read("video/raw", history=True)
         .filter(pl.col("metaxy_write_seq") == pl.col("metaxy_write_seq").min())
         .get_column("metaxy_data_version")
     )
@@ -270,6 +271,30 @@ def test_plain_downstream_asset_loads_latest_rows(tmp_path: Path) -> None:
     result = p.materialize([*p.assets(), report])
     assert result.success
     assert seen == [N]
+
+
+def test_plain_downstream_asset_loads_its_partition_lazily(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    shards = HashShardPartitions(4)
+    seen: list[object] = []
+
+    @dg.asset(
+        partitions_def=shards.partitions_def,
+        ins={
+            "crop": dg.AssetIn(key=asset_key("video/crop"), input_manager_key="metaxy_io_manager")
+        },
+    )
+    def report(crop: pl.LazyFrame) -> None:
+        seen.append(crop)
+
+    for shard in ("shard-0", "shard-2"):
+        assert p.materialize([*p.assets(partitions=shards), report], partition_key=shard).success
+    shard_of = {i: int(hash_string(i), 16) % 4 for i in IDS}
+    for frame, shard in zip(seen, (0, 2), strict=True):
+        assert isinstance(frame, pl.LazyFrame)
+        ids = sorted(frame.collect()["video_id"])
+        assert ids == sorted(i for i in IDS if shard_of[i] == shard)
+    assert p.store().read("video/crop").height > len(ids)  # the other shard is stored too
 
 
 def test_store_is_free_while_the_function_computes(tmp_path: Path) -> None:

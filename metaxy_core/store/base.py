@@ -210,8 +210,8 @@ class MetadataStore(ABC):
 
         Each sample counts as its ids with its data version, so swapping two samples' data
         versions changes it; independent of row order, so it changes only when some sample's
-        data version changes or samples come or go. ``pending`` (prepared rows) and ``deleting`` (ids) give the
-        version the feature will have once they are written.
+        data version changes or samples come or go. ``pending`` (prepared rows) and
+        ``deleting`` (ids) give the version the feature will have once they are written.
         """
         spec = self._spec(feature)
         ids = list(spec.id_columns)
