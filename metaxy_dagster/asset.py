@@ -21,8 +21,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldSpec, errors
-from metaxy_dagster.features import FEATURE_KEY, graph_of
+from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldSpec, errors, hash_parts
+from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.materialize import materialize
 from metaxy_dagster.metadata import asset_code_version, asset_key, definition_metadata
@@ -146,6 +146,8 @@ def metaxy_asset(
             described = feature.model_copy(update={"description": description})
         feature_graph = _graph(described, known)
         metadata = definition_metadata(feature_graph, described, columns or {}, partitions)
+        code_version = asset_code_version(feature_graph, described.key)
+        metadata[FINGERPRINT_KEY] = hash_parts(["fingerprint/v1", code_version, _source(fn)])
         resource_keys = kwargs.pop("required_resource_keys", None)
         signature, call = _wrap(fn, described, store_key, resource_keys is not None)
         takes_store = store_key in _signature(fn).parameters
@@ -173,7 +175,7 @@ def metaxy_asset(
             key=asset_key(described.key),
             deps=[*(asset_key(d.feature) for d in described.deps), *plain_deps],
             description=described.description,
-            code_version=asset_code_version(feature_graph, described.key),
+            code_version=code_version,
             metadata=_merge_metadata(described.key, metadata, kwargs.pop("metadata", None)),
             kinds=set(KINDS) | set(kwargs.pop("kinds", None) or ()),
             group_name=group_name,
@@ -265,6 +267,15 @@ def _merge_metadata(
             "that does not start with 'metaxy/')."
         )
     return {**ours, **(theirs or {})}
+
+
+def _source(fn: Compute) -> str:
+    """The function's source, or its compiled code where the source is not at hand."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        return code.co_code.hex() if code is not None else repr(fn)
 
 
 def _signature(fn: Compute) -> inspect.Signature:

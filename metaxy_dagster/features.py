@@ -21,6 +21,7 @@ from metaxy_dagster.partitions import ColumnPartitions, HashShardPartitions, Met
 
 __all__ = [
     "FEATURE_KEY",
+    "FINGERPRINT_KEY",
     "GRAPH_KEY",
     "PARTITIONS_KEY",
     "AssetsLike",
@@ -28,6 +29,7 @@ __all__ = [
     "graph_metadata",
     "graph_of",
     "metaxy_features",
+    "metaxy_fingerprints",
     "metaxy_partitions",
     "partitions_metadata",
     "partitions_of",
@@ -39,6 +41,9 @@ GRAPH_KEY = "metaxy/graph"
 """Definition metadata: the specs of the asset's feature and of every feature upstream of it."""
 PARTITIONS_KEY = "metaxy/partitions"
 """Definition metadata: how a metaxy asset is partitioned (hash shards or a column)."""
+FINGERPRINT_KEY = "metaxy/code_fingerprint"
+"""Definition metadata: a hash of the asset's code version and its function's source, which
+changes with a fix of the function; the sensor retries a failed partition when it does."""
 
 AssetsLike = dg.Definitions | dg.RepositoryDefinition | Iterable[Any]
 """Where features are found: ``Definitions``, a repository, or assets and asset specs."""
@@ -131,6 +136,15 @@ def partitions_of(
     if "hash_shards" in how:
         return HashShardPartitions(int(how["hash_shards"]))
     return ColumnPartitions(str(how["column"]), partitions_def)
+
+
+def metaxy_fingerprints(assets: AssetsLike) -> dict[str, str]:
+    """Feature key -> code fingerprint of its asset, for the metaxy assets among ``assets``."""
+    return {
+        str(spec.metadata[FEATURE_KEY]): str(spec.metadata.get(FINGERPRINT_KEY, ""))
+        for spec in _asset_specs(assets)
+        if FEATURE_KEY in spec.metadata
+    }
 
 
 def metaxy_partitions(assets: AssetsLike) -> dict[str, MetaxyPartitions | None]:
