@@ -28,6 +28,7 @@ import dagster as dg
 
 from metaxy_core import FeatureGraph, IncrementCounts, Lineage, MetadataStore, hash_parts
 from metaxy_dagster.features import (
+    FEATURE_KEY,
     feature_graph,
     metaxy_features,
     metaxy_fingerprints,
@@ -35,6 +36,7 @@ from metaxy_dagster.features import (
 )
 from metaxy_dagster.metadata import asset_key
 from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
+from metaxy_dagster.pruning import record_pruned
 from metaxy_dagster.resource import MetaxyStoreResource
 from metaxy_dagster.runs import (
     TAG_FEATURE,
@@ -89,13 +91,18 @@ def _same_scope(
     return graph.dependency(feature, upstream).lineage is not Lineage.AGGREGATION
 
 
+Work = tuple[str, str | None, IncrementCounts]
+
+
 def _pending(
     store: MetadataStore,
     selected: set[str],
     partitioning: Partitioning,
     instance: dg.DagsterInstance | None,
-) -> Iterator[tuple[str, str | None, IncrementCounts]]:
-    """(feature, partition, counts) for every scope with work whose upstream is not waiting.
+    idle: list[tuple[str, str | None]],
+) -> Iterator[Work]:
+    """(feature, partition, counts) for every scope with work whose upstream is not waiting;
+    appends to ``idle`` the selected scopes with nothing to compute nor to wait for.
 
     Waiting is per partition when a feature and its upstream are partitioned alike (shard 0
     of faces waits for shard 0 of crop only), else per feature.
@@ -122,6 +129,8 @@ def _pending(
                 mine.add(partition)
                 if feature in selected:
                     yield feature, partition, counts
+            elif feature in selected:
+                idle.append((feature, partition))
         busy[feature] = mine
 
 
@@ -179,6 +188,7 @@ def build_metaxy_sensor(
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     retry_policy: dg.RetryPolicy | None = None,
+    record_pruned_assets: bool = True,
 ) -> dg.SensorDefinition:
     """A sensor requesting runs of the metaxy ``assets`` that have new, stale or orphaned samples.
 
@@ -193,6 +203,9 @@ def build_metaxy_sensor(
             failure. Then the partition is reported failed (in the tick's log and the
             up-to-date check) until its upstream is written again or its asset's definition
             changes (a fix). Default: 3 retries, 60 seconds apart, doubling.
+        record_pruned_assets: record an asset that has nothing to compute after an upstream
+            write as up to date in Dagster (a runless, pruned materialization), so that
+            Dagster's own staleness agrees with metaxy (:mod:`metaxy_dagster.pruning`).
 
     Example:
         .. code-block:: python
@@ -205,6 +218,12 @@ def build_metaxy_sensor(
     graph = feature_graph(assets)  # fails at load on an invalid graph, not at a tick
     partitioning = metaxy_partitions(assets)
     fingerprints = metaxy_fingerprints(assets)
+    code_versions = {
+        str(spec.metadata[FEATURE_KEY]): str(spec.code_version)
+        for a in assets
+        for spec in a.specs
+        if FEATURE_KEY in spec.metadata and spec.code_version is not None
+    }
     policy = retry_policy or dg.RetryPolicy(max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL)
     selected = set(metaxy_features(assets))
     code = hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
@@ -228,8 +247,9 @@ def build_metaxy_sensor(
             requests: list[dg.RunRequest] = []
             still_open: list[tuple[str, str]] = []
             failed: list[str] = []
+            idle: list[tuple[str, str | None]] = []
             for feature, partition, counts in _pending(
-                metadata_store, selected, partitioning, instance
+                metadata_store, selected, partitioning, instance, idle
             ):
                 generation = _generation(metadata_store, feature, fingerprints.get(feature, ""))
                 runs = (
@@ -265,6 +285,11 @@ def build_metaxy_sensor(
                         },
                     )
                 )
+        if instance is not None and record_pruned_assets:
+            # Dagster's own staleness, made field-exact: see metaxy_dagster.pruning.
+            pruned = record_pruned(instance, graph, idle, partitioning, code_versions)
+            if pruned:
+                context.log.info(f"metaxy: recorded {len(pruned)} pruned asset partition(s)")
         next_cursor = _Cursor(seq, code, tuple(still_open)).dump()
         if not requests:
             reason = f"every metaxy asset is up to date at write {seq}"
