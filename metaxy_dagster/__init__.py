@@ -6,6 +6,7 @@
 """
 
 from metaxy_dagster.asset import metaxy_asset
+from metaxy_dagster.automation import MetaxyHasWork, metaxy_eager
 from metaxy_dagster.checks import build_metaxy_checks
 from metaxy_dagster.features import feature_graph
 from metaxy_dagster.io_manager import MetaxyIOManager, MetaxyWrite
@@ -18,6 +19,7 @@ from metaxy_dagster.sensors import build_metaxy_sensor
 __all__ = [
     "ColumnPartitions",
     "HashShardPartitions",
+    "MetaxyHasWork",
     "MetaxyIOManager",
     "MetaxyPartitions",
     "MetaxyStoreResource",
@@ -28,4 +30,5 @@ __all__ = [
     "build_root_schedule",
     "feature_graph",
     "metaxy_asset",
+    "metaxy_eager",
 ]
