@@ -189,6 +189,7 @@ def build_metaxy_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     retry_policy: dg.RetryPolicy | None = None,
     record_pruned_assets: bool = True,
+    request_runs: bool = True,
 ) -> dg.SensorDefinition:
     """A sensor requesting runs of the metaxy ``assets`` that have new, stale or orphaned samples.
 
@@ -206,6 +207,9 @@ def build_metaxy_sensor(
         record_pruned_assets: record an asset that has nothing to compute after an upstream
             write as up to date in Dagster (a runless, pruned materialization), so that
             Dagster's own staleness agrees with metaxy (:mod:`metaxy_dagster.pruning`).
+        request_runs: request runs; ``False`` when declarative automation
+            (:func:`~metaxy_dagster.metaxy_eager`) runs the assets and the sensor only records
+            pruned assets.
 
     Example:
         .. code-block:: python
@@ -251,6 +255,8 @@ def build_metaxy_sensor(
             for feature, partition, counts in _pending(
                 metadata_store, selected, partitioning, instance, idle
             ):
+                if not request_runs:
+                    continue
                 generation = _generation(metadata_store, feature, fingerprints.get(feature, ""))
                 runs = (
                     partition_runs(instance, feature, partition, generation, policy.max_retries + 2)

@@ -10,7 +10,13 @@ import polars as pl
 
 from metaxy_core import FieldDep, FieldSpec
 from metaxy_core.testing import root_samples
-from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, metaxy_asset, metaxy_eager
+from metaxy_dagster import (
+    MetaxyIOManager,
+    MetaxyStoreResource,
+    build_metaxy_sensor,
+    metaxy_asset,
+    metaxy_eager,
+)
 
 IDS = [f"v{i}" for i in range(6)]
 
@@ -84,3 +90,12 @@ def test_an_audio_edit_automates_exactly_the_audio_branch(tmp_path: Path) -> Non
         "video/crop": ["v1", "v4"],
     }
     assert evaluate() == []  # and faces, which reads only crop's frames, never ran
+
+    # The sensor, requesting no runs, records faces as pruned for Dagster's staleness.
+    sensor = build_metaxy_sensor(assets, store=store, request_runs=False)
+    defs = dg.Definitions(assets=assets, sensors=[sensor], resources=resources)
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert tick.run_requests == []
+    latest = instance.fetch_materializations(faces.key, limit=1).records[0]
+    assert latest.asset_materialization is not None
+    assert latest.asset_materialization.tags["metaxy/pruned"] == "true"
