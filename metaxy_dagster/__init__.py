@@ -15,6 +15,7 @@ from metaxy_dagster.partitions import ColumnPartitions, HashShardPartitions, Met
 from metaxy_dagster.resource import MetaxyStoreResource
 from metaxy_dagster.schedules import build_root_schedule
 from metaxy_dagster.sensors import build_metaxy_sensor
+from metaxy_dagster.sources import build_root_source
 
 __all__ = [
     "ColumnPartitions",
@@ -28,6 +29,7 @@ __all__ = [
     "build_metaxy_checks",
     "build_metaxy_sensor",
     "build_root_schedule",
+    "build_root_source",
     "feature_graph",
     "metaxy_asset",
     "metaxy_eager",
