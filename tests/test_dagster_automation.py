@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from metaxy_core import FieldDep, FieldSpec
 from metaxy_core.testing import root_samples
@@ -21,7 +23,16 @@ from metaxy_dagster import (
 IDS = [f"v{i}" for i in range(6)]
 
 
-def test_an_audio_edit_automates_exactly_the_audio_branch(tmp_path: Path) -> None:
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A real instance, disposed after the test (its temporary folder with it)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def test_an_audio_edit_automates_exactly_the_audio_branch(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     store = MetaxyStoreResource(path=str(tmp_path / "metaxy.duckdb"))
     audio = {i: f"a-{i}" for i in IDS}
     eager = metaxy_eager(store)
@@ -56,7 +67,6 @@ def test_an_audio_edit_automates_exactly_the_audio_branch(tmp_path: Path) -> Non
     assert isinstance(manifest, dg.AssetsDefinition)
     assets = [raw, crop, faces, transcript, manifest]
     resources = {"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)}
-    instance = dg.DagsterInstance.ephemeral()
 
     def run(selection: list[dg.AssetKey]) -> None:
         computed.clear()

@@ -69,8 +69,9 @@ def test_two_definitions_with_different_graphs_resolve_independently(tmp_path: P
             1 if reader == "audio/transcript" else 0
         )
         sensor = defs.resolve_sensor_def("metaxy_sensor")
-        context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
-        tick = sensor.evaluate_tick(context)
+        with dg.instance_for_test() as instance:
+            context = dg.build_sensor_context(instance=instance, definitions=defs)
+            tick = sensor.evaluate_tick(context)
         assert tick.run_requests == []
         assert tick.skip_message == "every metaxy asset is up to date at write 2"
 

@@ -8,10 +8,12 @@ request's tags, as the daemon would launch them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from metaxy_core.testing import root_samples
 from metaxy_dagster import (
@@ -26,6 +28,13 @@ from metaxy_dagster import (
 from tests.test_dagster_assets import IDS, Pipeline
 
 
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A real instance, disposed after the test (its temporary folder with it)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 class Launcher:
     """A sensor ticking on a real instance, and the runs it requested, launched in it."""
 
@@ -33,10 +42,11 @@ class Launcher:
         self,
         resources: dict[str, object],
         assets: list[dg.AssetsDefinition],
+        instance: dg.DagsterInstance,
         policy: dg.RetryPolicy | None = None,
     ) -> None:
         self.resources = resources
-        self.instance = dg.DagsterInstance.ephemeral()
+        self.instance = instance
         self.cursor: str | None = None
         self.launched: Counter[str] = Counter()  # run key -> runs launched
         self.deploy(assets, policy)
@@ -79,7 +89,9 @@ def _scope(request: dg.RunRequest) -> tuple[str, str | None]:
     return request.tags["metaxy/feature"], request.partition_key
 
 
-def test_finishing_one_shard_does_not_rerequest_the_others(tmp_path: Path) -> None:
+def test_finishing_one_shard_does_not_rerequest_the_others(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     """Acceptance 5: 4 hash shards; each (asset, shard) with work is launched exactly once,
     and a shard of a downstream asset waits only for the same shard upstream."""
     p = Pipeline(tmp_path)
@@ -92,7 +104,7 @@ def test_finishing_one_shard_does_not_rerequest_the_others(tmp_path: Path) -> No
     for k in range(4):
         p.materialize(assets, selection=[assets[0].key], partition_key=f"shard-{k}")
 
-    launcher = Launcher(p.resources(), assets)
+    launcher = Launcher(p.resources(), assets, instance)
     first = launcher.tick().run_requests
     assert sorted(_scope(r) for r in first) == sorted(
         (f, f"shard-{k}") for f in ("video/crop", "audio/transcript") for k in range(4)
@@ -161,12 +173,12 @@ def _crop_location(
 
 
 def test_a_failed_run_is_retried_by_policy_reported_and_run_again_once_fixed(
-    tmp_path: Path,
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """Acceptance 4."""
     assets, resources = _crop_location(tmp_path, broken=True)
     policy = dg.RetryPolicy(max_retries=2, delay=0)
-    launcher = Launcher(resources, assets, policy)
+    launcher = Launcher(resources, assets, instance, policy)
     assert dg.materialize([assets[0]], resources=resources, instance=launcher.instance).success
 
     attempts = []

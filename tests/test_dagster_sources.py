@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,11 +15,20 @@ from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, build_root_sour
 IDS = ["c1", "c2", "c3"]
 
 
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A real instance, disposed after the test (its temporary folder with it)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 # Dagster itself reads its deprecated OpDefinition.version when it observes a source asset.
 @pytest.mark.filterwarnings(
     "ignore:Property `OpDefinition.version` is deprecated:DeprecationWarning"
 )
-def test_an_observation_runs_the_root_only_when_its_sources_changed(tmp_path: Path) -> None:
+def test_an_observation_runs_the_root_only_when_its_sources_changed(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
     audio = {i: f"a-{i}" for i in IDS}
 
     def scan() -> pl.DataFrame:
@@ -39,7 +49,6 @@ def test_an_observation_runs_the_root_only_when_its_sources_changed(tmp_path: Pa
     store = MetaxyStoreResource(path=str(tmp_path / "metaxy.duckdb"))
     resources = {"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)}
     defs = dg.Definitions(assets=[source, raw], resources=resources)
-    instance = dg.DagsterInstance.ephemeral()
     cursor = None
 
     def observe() -> str:
