@@ -131,8 +131,13 @@ def describe_increment(feature: str, increment: pl.DataFrame) -> str:
     )
 
 
-def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
+def build_assets(
+    data_dir: Path, *, automation_condition: dg.AutomationCondition[dg.AssetKey] | None = None
+) -> list[dg.AssetsDefinition]:
     """The example's assets over the clips of ``data_dir``, upstream first.
+
+    ``automation_condition`` (e.g. :func:`metaxy_dagster.metaxy_eager`) is given to every
+    downstream asset, for declarative automation instead of the sensor.
 
     Each asset names its upstream assets in ``deps``, and so carries the features it reads:
     :func:`metaxy_dagster.feature_graph` builds the graph from the assets returned.
@@ -163,6 +168,7 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
         fields=["audio", "frames"],
         columns={"crop_frames_path": "string", "crop_audio_path": "string", "n_frames": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def video_crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
         """Center-cropped frames and the first half second of audio of each clip.
@@ -194,6 +200,7 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
         fields=[FieldSpec(key="faces", deps=(FieldDep("video/crop", ["frames"]),))],
         columns={"faces_path": "string", "n_faces": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def vision_faces(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
         """Face boxes found in the cropped frames (reads the crop's frames only)."""
@@ -212,6 +219,7 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
         fields=[FieldSpec(key="features", deps=(FieldDep("video/raw", ["audio"]),))],
         columns={"features_path": "string", "rms": "float", "dominant_hz": "float"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def audio_features_asset(
         context: dg.AssetExecutionContext, increment: pl.DataFrame
@@ -232,6 +240,7 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
         fields=[FieldSpec(key="text", deps=(FieldDep("video/raw", ["audio"]),))],
         columns={"transcript_path": "string", "text": "string"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def audio_transcript(
         context: dg.AssetExecutionContext,
@@ -259,6 +268,7 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
         deps=[audio_transcript, vision_faces, audio_features_asset],
         columns={"manifest_path": "string", "manifest_clips": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def train_manifest(
         context: dg.AssetExecutionContext,

@@ -276,6 +276,33 @@ def test_definitions_follow_the_environment(
     assert checks == {asset_key(f) for f in FEATURES[1:]}
 
 
+def test_definitions_with_declarative_automation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv("METAXY_STORE_PATH", str(tmp_path / "store.duckdb"))
+    monkeypatch.setenv("METAXY_EXAMPLE_AUTOMATION", "1")
+    import example_project.definitions as module
+
+    try:
+        module = importlib.reload(module)
+        defs = module.defs
+        conditions = {
+            "/".join(a.key.path): a.specs_by_key[a.key].automation_condition for a in module.assets
+        }
+        assert conditions.pop("video/raw") is None
+        assert {c.get_label() for c in conditions.values() if c is not None} == {"metaxy_eager"}
+        assert len(conditions) == len(FEATURES) - 1
+        automation = defs.resolve_sensor_def("metaxy_automation")
+        assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+        assert defs.resolve_sensor_def("metaxy_sensor").default_status == (
+            dg.DefaultSensorStatus.RUNNING
+        )
+    finally:
+        monkeypatch.delenv("METAXY_EXAMPLE_AUTOMATION")
+        importlib.reload(module)
+
+
 def test_demo_prepares_a_quiet_local_instance_and_the_clips(tmp_path: Path) -> None:
     home, data = tmp_path / "home", tmp_path / "data"
     env = demo.prepare(home, data, clips=4)
