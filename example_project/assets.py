@@ -16,6 +16,10 @@ manifest for that clip, and never the face detection, which reads only the cropp
 Every step writes its files under ``<data_dir>/outputs/<step>/`` (see
 :func:`example_project.compute.output_dir`) and returns their paths and a few numbers, which
 the IO manager stores with the clip's versions.
+
+The transcript step shows the rest of what a Dagster asset function takes: its model is a
+resource (:class:`SpeechModel`, by parameter) and it has run config (:class:`TranscriptConfig`).
+:func:`build_resources` wires every resource the assets need.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from example_project.compute import (
+    TranscriptResult,
     audio_features,
     build_manifest,
     crop,
@@ -36,9 +42,18 @@ from example_project.compute import (
 )
 from example_project.media import content_hash, scan_clips
 from metaxy_core import FieldDep, FieldSpec, columns
-from metaxy_dagster import MetaxyStoreResource, metaxy_asset
+from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, feature_graph, metaxy_asset
 
-__all__ = ["FEATURES", "GROUP", "ID", "build_assets", "describe_increment"]
+__all__ = [
+    "FEATURES",
+    "GROUP",
+    "ID",
+    "SpeechModel",
+    "TranscriptConfig",
+    "build_assets",
+    "build_resources",
+    "describe_increment",
+]
 
 ID = "clip_id"
 """The id column of every feature: one sample per clip."""
@@ -55,6 +70,33 @@ FEATURES = (
 """The feature keys, upstream first."""
 
 _SHOWN_IDS = 10
+
+
+class SpeechModel(dg.ConfigurableResource):  # type: ignore[type-arg]  # generic only in stubs
+    """The speech-to-text model, as a resource (a deterministic stand-in; a real one would
+    hold weights on a GPU)."""
+
+    name: str = Field(default="tone-words-v1", description="Which model transcribes.")
+
+    def transcribe(self, audio_path: Path, out_dir: Path, *, clip_id: str) -> TranscriptResult:
+        """Transcribe one clip's audio into ``out_dir``; returns the file and its text."""
+        return transcribe(audio_path, out_dir, clip_id=clip_id)
+
+
+class TranscriptConfig(dg.Config):
+    """Run config of ``audio/transcript``."""
+
+    log_text: bool = Field(default=False, description="Log each clip's transcript.")
+
+
+def build_resources(store_path: Path | str) -> dict[str, object]:
+    """Every resource the example's assets need, over the store file ``store_path``."""
+    store = MetaxyStoreResource(path=str(store_path))
+    return {
+        "metaxy_store": store,
+        "metaxy_io_manager": MetaxyIOManager(store=store),
+        "speech_model": SpeechModel(),
+    }
 
 
 def describe_increment(feature: str, increment: pl.DataFrame) -> str:
@@ -89,12 +131,16 @@ def describe_increment(feature: str, increment: pl.DataFrame) -> str:
     )
 
 
-def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
+def build_assets(
+    data_dir: Path, *, automation_condition: dg.AutomationCondition[dg.AssetKey] | None = None
+) -> list[dg.AssetsDefinition]:
     """The example's assets over the clips of ``data_dir``, upstream first.
 
-    Declaring them registers their features in the code location's feature graph
-    (:func:`metaxy_dagster.feature_graph`); building them again with the same definitions is
-    harmless.
+    ``automation_condition`` (e.g. :func:`metaxy_dagster.metaxy_eager`) is given to every
+    downstream asset, for declarative automation instead of the sensor.
+
+    Each asset names its upstream assets in ``deps``, and so carries the features it reads:
+    :func:`metaxy_dagster.feature_graph` builds the graph from the assets returned.
     """
     data_dir = Path(data_dir).resolve()
 
@@ -118,10 +164,11 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
     @metaxy_asset(
         key="video/crop",
         id_columns=[ID],
-        deps=["video/raw"],
+        deps=[video_raw],
         fields=["audio", "frames"],
         columns={"crop_frames_path": "string", "crop_audio_path": "string", "n_frames": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def video_crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
         """Center-cropped frames and the first half second of audio of each clip.
@@ -149,10 +196,11 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
     @metaxy_asset(
         key="vision/faces",
         id_columns=[ID],
-        deps=["video/crop"],
+        deps=[video_crop],
         fields=[FieldSpec(key="faces", deps=(FieldDep("video/crop", ["frames"]),))],
         columns={"faces_path": "string", "n_faces": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def vision_faces(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
         """Face boxes found in the cropped frames (reads the crop's frames only)."""
@@ -167,10 +215,11 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
     @metaxy_asset(
         key="audio/features",
         id_columns=[ID],
-        deps=["video/raw"],
+        deps=[video_raw],
         fields=[FieldSpec(key="features", deps=(FieldDep("video/raw", ["audio"]),))],
         columns={"features_path": "string", "rms": "float", "dominant_hz": "float"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def audio_features_asset(
         context: dg.AssetExecutionContext, increment: pl.DataFrame
@@ -187,39 +236,53 @@ def build_assets(data_dir: Path) -> list[dg.AssetsDefinition]:
     @metaxy_asset(
         key="audio/transcript",
         id_columns=[ID],
-        deps=["video/raw"],
+        deps=[video_raw],
         fields=[FieldSpec(key="text", deps=(FieldDep("video/raw", ["audio"]),))],
         columns={"transcript_path": "string", "text": "string"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
     def audio_transcript(
-        context: dg.AssetExecutionContext, increment: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        increment: pl.DataFrame,
+        config: TranscriptConfig,
+        speech_model: SpeechModel,
     ) -> pl.DataFrame:
-        """A transcript of each clip's audio (a deterministic stand-in; reads the audio only)."""
+        """A transcript of each clip's audio, by the speech model (reads the audio only)."""
         context.log.info(describe_increment("audio/transcript", increment))
         out = output_dir(data_dir, "transcript")
         results = [
-            {ID: cid, **transcribe(Path(audio), out, clip_id=cid)}
+            {ID: cid, **speech_model.transcribe(Path(audio), out, clip_id=cid)}
             for cid, audio in increment.select(ID, "audio_path").iter_rows()
         ]
+        if config.log_text:
+            for result in results:
+                context.log.info(
+                    f"audio/transcript: {result[ID]} [{speech_model.name}]: {result['text']}"
+                )
         return _frame(results, ID, "transcript_path", "text")
 
     @metaxy_asset(
         key="train/manifest",
         id_columns=[ID],
-        deps=["audio/transcript", "vision/faces", "audio/features"],
+        deps=[audio_transcript, vision_faces, audio_features_asset],
         columns={"manifest_path": "string", "manifest_clips": "int"},
         group_name=GROUP,
+        automation_condition=automation_condition,
     )
-    def train_manifest(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+    def train_manifest(
+        context: dg.AssetExecutionContext,
+        increment: pl.DataFrame,
+        metaxy_store: MetaxyStoreResource,
+    ) -> pl.DataFrame:
         """The training manifest: one JSONL file per run listing every clip's outputs.
 
         The file covers all current clips (read from the store); the rows written are those of
         the clips whose transcript, faces or features changed, each pointing at the new file.
         """
         context.log.info(describe_increment("train/manifest", increment))
-        resource: MetaxyStoreResource = context.resources.metaxy_store
-        store = resource.get_store()
+        # The store resource, by parameter, over the graph of the features the manifest reads.
+        store = metaxy_store.get_store(feature_graph([train_manifest]))
         parts = {
             "audio/transcript": ["transcript_path", "text"],
             "vision/faces": ["faces_path", "n_faces"],

@@ -8,8 +8,16 @@
   materializes ``video/raw``, which picks up new, edited and removed clips.
 - Sensor ``metaxy_sensor`` (running): every 5 seconds it asks the store which assets have new
   or stale clips and requests a run of exactly those, so everything downstream of a scan follows.
+  With ``$METAXY_EXAMPLE_AUTOMATION=1``, declarative automation (``metaxy_eager``, sensor
+  ``metaxy_automation``) requests the runs instead, and ``metaxy_sensor`` only records assets
+  metaxy pruned.
 - Asset checks ``metaxy_up_to_date``: per downstream asset, whether any clip is still new,
   stale or orphaned.
+- Resources: the store, its IO manager and the speech model of ``audio/transcript``
+  (:func:`example_project.assets.build_resources`).
+
+The sensor and the checks build the feature graph from these assets, so an invalid graph fails
+when Dagster loads the code, not in a run.
 """
 
 from __future__ import annotations
@@ -19,18 +27,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from example_project.assets import build_assets
+from example_project.assets import build_assets, build_resources
 from example_project.media import default_data_dir
 from metaxy_dagster import (
-    MetaxyIOManager,
     MetaxyStoreResource,
     build_metaxy_checks,
     build_metaxy_sensor,
     build_root_schedule,
-    feature_graph,
+    metaxy_eager,
 )
 
 __all__ = [
+    "AUTOMATION_ENV",
     "SCAN_SCHEDULE",
     "SENSOR_INTERVAL_SECONDS",
     "STORE_PATH_ENV",
@@ -38,6 +46,8 @@ __all__ = [
     "defs",
 ]
 
+AUTOMATION_ENV = "METAXY_EXAMPLE_AUTOMATION"
+"""Set to ``1`` to run the assets by declarative automation (``metaxy_eager``) instead."""
 STORE_PATH_ENV = "METAXY_STORE_PATH"
 """Environment variable that overrides the path of the store file."""
 SCAN_SCHEDULE = "scan_clips"
@@ -52,10 +62,28 @@ def default_store_path() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent / ".dagster_home" / "metaxy.duckdb"
 
 
-assets = build_assets(default_data_dir())
-feature_graph()  # validate the whole graph now: a bad declaration fails at load, not in a run
-
-store = MetaxyStoreResource(path=str(default_store_path()))
+resources = build_resources(default_store_path())
+store = resources["metaxy_store"]
+assert isinstance(store, MetaxyStoreResource)
+automated = os.environ.get(AUTOMATION_ENV) == "1"
+assets = build_assets(
+    default_data_dir(), automation_condition=metaxy_eager(store) if automated else None
+)
+# With declarative automation, its sensor (on the code server: metaxy_eager asks the store)
+# requests the runs, and the metaxy sensor only records pruned assets.
+automation_sensors = (
+    [
+        dg.AutomationConditionSensorDefinition(
+            "metaxy_automation",
+            target=dg.AssetSelection.all(),
+            use_user_code_server=True,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        )
+    ]
+    if automated
+    else []
+)
 
 defs = dg.Definitions(
     assets=assets,
@@ -67,9 +95,11 @@ defs = dg.Definitions(
             store=store,
             minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
             default_status=dg.DefaultSensorStatus.RUNNING,
-        )
+            request_runs=not automated,
+        ),
+        *automation_sensors,
     ],
-    resources={"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)},
+    resources=resources,
     # Each step takes milliseconds: a process per step (the default executor) would spend
     # seconds importing Dagster for each. Runs still execute in parallel, one process each.
     executor=dg.in_process_executor,

@@ -12,7 +12,8 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── CycleError                          feature dependencies form a cycle
     │   ├── IdColumnsMismatchError              id columns that do not fit a dependency's lineage
     │   ├── ReservedColumnError                 an id column named like metaxy's own columns
-    │   └── DependencyError                     a bad select, rename, filter or optional
+    │   ├── DependencyError                     a bad select, rename, filter or optional
+    │   └── AssetDefinitionError(TypeError)     an orchestrator asset that cannot take a keyword
     ├── FeatureNotFoundError(KeyError)          an unknown feature key
     ├── FieldNotFoundError(KeyError)            an unknown field of a known feature
     ├── UpstreamFieldNotWrittenError(LookupError)
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "AcceptRefusedError",
+    "AssetDefinitionError",
     "ColumnTypeError",
     "ConfigError",
     "CycleError",
@@ -117,6 +119,10 @@ class ReservedColumnError(GraphError):
 class DependencyError(GraphError):
     """How a dependency is read (``select``, ``rename``, ``filter``, ``optional``) is invalid,
     or names a column its upstream feature does not have."""
+
+
+class AssetDefinitionError(GraphError, TypeError):
+    """An asset declared with a keyword or a function signature it cannot take."""
 
 
 class FeatureNotFoundError(MetaxyError, KeyError):

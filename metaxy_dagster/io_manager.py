@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import narwhals as nw
 import polars as pl
 from pydantic import Field
 
+from metaxy_core import FeatureGraph, SampleFilter
+from metaxy_dagster.features import graph_of, partitions_of
+from metaxy_dagster.partitions import HashShardPartitions
 from metaxy_dagster.resource import MetaxyStoreResource
 
 __all__ = ["MetaxyIOManager", "MetaxyWrite"]
@@ -18,11 +22,13 @@ _PREVIEW_ROWS = 10
 
 @dataclass(frozen=True)
 class MetaxyWrite:
-    """What a metaxy asset hands its IO manager: rows to append and samples to delete."""
+    """What a metaxy asset hands its IO manager: rows to append and samples to delete, of a
+    feature of ``graph``."""
 
     feature: str
     rows: pl.DataFrame
     orphaned: pl.DataFrame
+    graph: FeatureGraph
 
 
 class MetaxyIOManager(dg.ConfigurableIOManager):
@@ -53,7 +59,7 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}. Give it "
                 "another io_manager_key."
             )
-        store = self.store.get_store()
+        store = self.store.get_store(obj.graph)
         written = deleted = 0
         with store:
             if obj.rows.height:
@@ -72,9 +78,33 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
+        """The current rows of the upstream metaxy asset: those of the partitions the
+        downstream run maps to, when the upstream is partitioned; a ``LazyFrame`` over them
+        when the input is annotated ``pl.LazyFrame``."""
         feature = "/".join(context.asset_key.path)
-        return self.store.get_store().read(feature)
+        upstream = context.upstream_output
+        metadata = upstream.definition_metadata if upstream is not None else {}
+        graph = graph_of(metadata)
+        if graph is None:
+            raise TypeError(
+                f"MetaxyIOManager loads metaxy assets only; {feature!r} is not one (no "
+                "@metaxy_asset metadata). Load it with the IO manager that stored it."
+            )
+        store = self.store.get_store(graph)
+        filters: list[SampleFilter | None] = [None]
+        if context.has_asset_partitions:
+            partitions = partitions_of(metadata, context.asset_partitions_def)
+            keys = list(context.asset_partition_keys)
+            if isinstance(partitions, HashShardPartitions):
+                filters = [partitions.filter(k) for k in keys]
+            elif partitions is not None:
+                filters = [nw.col(partitions.column).cast(nw.String()).is_in(keys)]
+        with store:
+            frames = [store.read(feature, filter=f) for f in filters]
+        rows = pl.concat(frames) if len(frames) > 1 else frames[0]
+        wanted = getattr(context.dagster_type, "typing_type", None)
+        return rows.lazy() if wanted is pl.LazyFrame else rows
 
 
 def _markdown(frame: pl.DataFrame) -> str:

@@ -8,9 +8,11 @@ from typing import Any
 
 import dagster as dg
 
-from metaxy_core import FeatureGraph, FeatureSpec, columns
+from metaxy_core import FeatureGraph, FeatureSpec, columns, hash_parts
+from metaxy_dagster.features import FEATURE_KEY, GRAPH_KEY, graph_metadata, partitions_metadata
+from metaxy_dagster.partitions import MetaxyPartitions
 
-__all__ = ["asset_key", "definition_metadata"]
+__all__ = ["asset_code_version", "asset_key", "definition_metadata"]
 
 
 def asset_key(feature: str) -> dg.AssetKey:
@@ -69,10 +71,27 @@ def _deps(spec: FeatureSpec) -> dict[str, dict[str, Any]]:
     return out
 
 
+def asset_code_version(graph: FeatureGraph, feature: str) -> str:
+    """The Dagster code version of a feature's asset: a hash of its own fields' recipes.
+
+    A recipe is what a field is computed from without upstream versions (its code version and
+    the upstream fields it reads, through which lineage and shaping), so the code version
+    changes with the asset's own definition only; upstream changes reach it through Dagster's
+    lineage, as data versions.
+    """
+    recipes = graph.versions.recipes
+    own = sorted(f"{ref.field}={v}" for ref, v in recipes.items() if ref.feature == feature)
+    return hash_parts(["dagster-code-version/v1", feature, *own])
+
+
 def definition_metadata(
-    graph: FeatureGraph, spec: FeatureSpec, user_columns: Mapping[str, str]
+    graph: FeatureGraph,
+    spec: FeatureSpec,
+    user_columns: Mapping[str, str],
+    partitions: MetaxyPartitions | None = None,
 ) -> dict[str, Any]:
-    """Metadata shown on the asset's definition in the Dagster UI."""
+    """Metadata shown on the asset's definition in the Dagster UI, and the feature graph it
+    carries (see :mod:`metaxy_dagster.features`)."""
     versions = graph.versions
     fields = {
         f.key: {
@@ -83,11 +102,13 @@ def definition_metadata(
         for f in spec.fields
     }
     return {
-        "metaxy/feature": spec.key,
+        FEATURE_KEY: spec.key,
         "metaxy/feature_version": versions.features[spec.key],
         "metaxy/id_columns": ", ".join(spec.id_columns),
         "metaxy/fields": dg.MetadataValue.json(fields),
         **({"metaxy/deps": dg.MetadataValue.json(_deps(spec))} if spec.deps else {}),
         "dagster/column_schema": _schema(spec, user_columns),
         "dagster/column_lineage": _lineage(graph, spec),
+        GRAPH_KEY: graph_metadata(graph, spec.key),
+        **partitions_metadata(partitions),
     }

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from metaxy_core import DuckDBMetadataStore
-from metaxy_dagster.registry import feature_graph
+from metaxy_core import DuckDBMetadataStore, FeatureGraph
 
 __all__ = ["MetaxyStoreResource"]
 
 
 class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # generic only in stubs
-    """The embedded DuckDB metadata store of this code location's features.
+    """Where the metadata of a code location's features lives: an embedded DuckDB file.
+
+    The resource holds where, not what: :meth:`get_store` takes the feature graph, which
+    :func:`~metaxy_dagster.feature_graph` builds from the assets at hand.
 
     Example:
         .. code-block:: python
@@ -41,12 +43,12 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
         description="How long a step waits for another process to release the store file.",
     )
 
-    def get_store(self) -> DuckDBMetadataStore:
-        """The store, over the graph of every feature declared in this code location."""
+    def get_store(self, graph: FeatureGraph) -> DuckDBMetadataStore:
+        """The store of the features of ``graph``, e.g. ``feature_graph(defs)``."""
         if self.engine not in ("duckdb", "polars"):
             raise ValueError(f"engine must be 'duckdb' or 'polars', got {self.engine!r}.")
         return DuckDBMetadataStore(
-            feature_graph(),
+            graph,
             self.path,
             engine="polars" if self.engine == "polars" else "duckdb",
             lock_timeout=self.lock_timeout_seconds,

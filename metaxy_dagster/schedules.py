@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from metaxy_dagster.features import feature_graph, metaxy_features
 from metaxy_dagster.metadata import asset_key
-from metaxy_dagster.registry import feature_graph
-from metaxy_dagster.sensors import metaxy_features
 
 __all__ = ["build_root_schedule"]
 
@@ -24,7 +23,7 @@ def build_root_schedule(
 
     Downstream assets then follow through :func:`build_metaxy_sensor`, only where fields changed.
     """
-    graph = feature_graph()
+    graph = feature_graph(assets)
     roots = [asset_key(f) for f in metaxy_features(assets) if graph[f].is_root]
     if not roots:
         raise ValueError(f"schedule {name!r}: none of the given assets is a root metaxy asset.")

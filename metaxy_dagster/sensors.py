@@ -20,28 +20,36 @@ Each tick:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
-from metaxy_core import IncrementCounts, MetadataStore
+from metaxy_core import FeatureGraph, IncrementCounts, Lineage, MetadataStore, hash_parts
+from metaxy_dagster.features import (
+    FEATURE_KEY,
+    feature_graph,
+    metaxy_features,
+    metaxy_fingerprints,
+    metaxy_partitions,
+)
 from metaxy_dagster.metadata import asset_key
 from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
-from metaxy_dagster.registry import feature_partitions
+from metaxy_dagster.pruning import record_pruned
 from metaxy_dagster.resource import MetaxyStoreResource
+from metaxy_dagster.runs import (
+    TAG_FEATURE,
+    TAG_GENERATION,
+    TAG_PARTITION,
+    PartitionRuns,
+    decide,
+    partition_runs,
+)
 
-__all__ = ["build_metaxy_sensor", "metaxy_features"]
+__all__ = ["build_metaxy_sensor"]
 
-
-def metaxy_features(assets: Sequence[dg.AssetsDefinition]) -> list[str]:
-    """Feature keys of the metaxy assets among ``assets``."""
-    features = []
-    for assets_def in assets:
-        for spec in assets_def.specs:
-            feature = spec.metadata.get("metaxy/feature")
-            if feature is not None:
-                features.append(str(feature))
-    return features
+Partitioning = Mapping[str, MetaxyPartitions | None]
 
 
 def _partition_keys(
@@ -51,13 +59,16 @@ def _partition_keys(
 
 
 def _partition_counts(
-    store: MetadataStore, feature: str, instance: dg.DagsterInstance | None
+    store: MetadataStore,
+    feature: str,
+    partitioning: Partitioning,
+    instance: dg.DagsterInstance | None,
 ) -> Iterator[tuple[str | None, IncrementCounts]]:
     """(partition, counts) of every partition of ``feature`` (one ``None`` if unpartitioned).
 
     Every partition is counted in one pass over the samples (column partitions of an
     expansion, or of a column that is not a string, one partition at a time)."""
-    partitions = feature_partitions(feature)
+    partitions = partitioning.get(feature)
     if partitions is None:
         yield None, store.count_update(feature)
     elif isinstance(partitions, HashShardPartitions):
@@ -69,29 +80,104 @@ def _partition_counts(
         yield from store.count_update_by_column(feature, partitions.column, keys).items()
 
 
+def _same_scope(
+    graph: FeatureGraph, feature: str, upstream: str, partitioning: Partitioning
+) -> bool:
+    """Whether partition ``p`` of ``feature`` holds exactly the samples that partition ``p``
+    of ``upstream`` feeds, so it need only wait for that one partition."""
+    mine, theirs = partitioning.get(feature), partitioning.get(upstream)
+    if mine is None or mine != theirs:
+        return False
+    return graph.dependency(feature, upstream).lineage is not Lineage.AGGREGATION
+
+
+Work = tuple[str, str | None, IncrementCounts]
+
+
 def _pending(
-    store: MetadataStore, selected: set[str], instance: dg.DagsterInstance | None
-) -> Iterator[tuple[str, str | None, IncrementCounts]]:
-    """(feature, partition, counts) for every scope with work whose upstream is not waiting."""
+    store: MetadataStore,
+    selected: set[str],
+    partitioning: Partitioning,
+    instance: dg.DagsterInstance | None,
+    idle: list[tuple[str, str | None]],
+) -> Iterator[Work]:
+    """(feature, partition, counts) for every scope with work whose upstream is not waiting;
+    appends to ``idle`` the selected scopes with nothing to compute nor to wait for.
+
+    Waiting is per partition when a feature and its upstream are partitioned alike (shard 0
+    of faces waits for shard 0 of crop only), else per feature.
+    """
     graph = store.graph
-    waiting: set[str] = set()
+    busy: dict[str, set[str | None]] = {}  # feature -> partitions with work, or waiting
     for feature in graph.topological_order():
         if graph[feature].is_root:
             continue  # roots change when their sources are scanned (a schedule), not here
-        if any(up in waiting for up in graph.upstream(feature)):
-            waiting.add(feature)
-            continue
-        for partition, counts in _partition_counts(store, feature, instance):
-            if counts.total or counts.orphaned:
-                waiting.add(feature)
+        blocked_all = False
+        blocked: set[str | None] = set()
+        for up in graph.upstream(feature):
+            if not busy.get(up):
+                continue
+            if _same_scope(graph, feature, up, partitioning):
+                blocked |= busy[up]
+            else:
+                blocked_all = True
+        mine: set[str | None] = set()
+        for partition, counts in _partition_counts(store, feature, partitioning, instance):
+            if blocked_all or partition in blocked:
+                mine.add(partition)
+            elif counts.total or counts.orphaned:
+                mine.add(partition)
                 if feature in selected:
                     yield feature, partition, counts
+            elif feature in selected:
+                idle.append((feature, partition))
+        busy[feature] = mine
 
 
-def _inputs_seq(store: MetadataStore, feature: str) -> str:
-    """The latest writes of ``feature`` and of the features it reads, as a run-key part."""
-    keys = [feature, *store.graph.upstream(feature)]
-    return ".".join(str(store.last_write_seq(k)) for k in keys)
+def _generation(store: MetadataStore, feature: str, fingerprint: str) -> str:
+    """What the work of ``feature`` is computed from: the latest writes of the features it
+    reads, and its own definition. Not its own writes: finishing one partition's run leaves
+    the generation (and the run keys) of its other partitions as they were."""
+    seqs = [f"{up}={store.last_write_seq(up)}" for up in store.graph.upstream(feature)]
+    return hash_parts(["metaxy-generation/v1", feature, fingerprint, *seqs])
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """The sensor's cursor: the store write and definitions it saw, and the partitions it
+    still expects a run of (requested, running, or waiting to be retried)."""
+
+    seq: int
+    code: str
+    open: tuple[tuple[str, str], ...] = ()
+
+    def dump(self) -> str:
+        return json.dumps({"seq": self.seq, "code": self.code, "open": self.open})
+
+    @classmethod
+    def load(cls, text: str | None) -> _Cursor | None:
+        try:
+            data = json.loads(text or "")
+            return cls(int(data["seq"]), str(data["code"]), tuple(map(tuple, data["open"])))
+        except (ValueError, KeyError, TypeError):
+            return None  # no cursor, or one of an older version: look at everything
+
+
+def _settled(cursor: _Cursor, instance: dg.DagsterInstance | None) -> bool:
+    """Whether every partition the last tick left open still has a run in flight."""
+    if instance is None:
+        return not cursor.open
+    return all(
+        partition_runs(instance, feature, partition or None, "", 1).in_flight
+        for feature, partition in cursor.open
+    )
+
+
+def _instance(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:
+        return None  # a context built in a test without an instance: no run history
 
 
 def build_metaxy_sensor(
@@ -101,8 +187,29 @@ def build_metaxy_sensor(
     name: str = "metaxy_sensor",
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    retry_policy: dg.RetryPolicy | None = None,
+    record_pruned_assets: bool = True,
+    request_runs: bool = True,
 ) -> dg.SensorDefinition:
     """A sensor requesting runs of the metaxy ``assets`` that have new, stale or orphaned samples.
+
+    Args:
+        assets: the metaxy assets of the code location (their graph is built from them).
+        store: the store resource.
+        name: the sensor's name.
+        minimum_interval_seconds: seconds between ticks.
+        default_status: whether the sensor runs when first loaded.
+        retry_policy: how a failed run of a partition is requested again: up to
+            ``max_retries`` more times, ``delay`` seconds (with ``backoff``) after the last
+            failure. Then the partition is reported failed (in the tick's log and the
+            up-to-date check) until its upstream is written again or its asset's definition
+            changes (a fix). Default: 3 retries, 60 seconds apart, doubling.
+        record_pruned_assets: record an asset that has nothing to compute after an upstream
+            write as up to date in Dagster (a runless, pruned materialization), so that
+            Dagster's own staleness agrees with metaxy (:mod:`metaxy_dagster.pruning`).
+        request_runs: request runs; ``False`` when declarative automation
+            (:func:`~metaxy_dagster.metaxy_eager`) runs the assets and the sensor only records
+            pruned assets.
 
     Example:
         .. code-block:: python
@@ -112,7 +219,18 @@ def build_metaxy_sensor(
                                          default_status=dg.DefaultSensorStatus.RUNNING)
             defs = dg.Definitions(assets=assets, sensors=[sensor], resources={...})
     """
+    graph = feature_graph(assets)  # fails at load on an invalid graph, not at a tick
+    partitioning = metaxy_partitions(assets)
+    fingerprints = metaxy_fingerprints(assets)
+    code_versions = {
+        str(spec.metadata[FEATURE_KEY]): str(spec.code_version)
+        for a in assets
+        for spec in a.specs
+        if FEATURE_KEY in spec.metadata and spec.code_version is not None
+    }
+    policy = retry_policy or dg.RetryPolicy(max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL)
     selected = set(metaxy_features(assets))
+    code = hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
     keys = [asset_key(f) for f in sorted(selected)]
 
     @dg.sensor(
@@ -123,32 +241,72 @@ def build_metaxy_sensor(
         description="Runs metaxy assets whose dependent fields changed, per partition.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        metadata_store = store.get_store()
+        instance = _instance(context)
+        metadata_store = store.get_store(graph)
         with metadata_store:
             seq = metadata_store.last_write_seq()
-            if context.cursor is not None and context.cursor == str(seq):
+            cursor = _Cursor.load(context.cursor)
+            if cursor and (cursor.seq, cursor.code) == (seq, code) and _settled(cursor, instance):
                 return dg.SkipReason(f"no new writes since write {seq}")
-            requests = [
-                dg.RunRequest(
-                    run_key=f"{feature}|{partition or ''}|{_inputs_seq(metadata_store, feature)}",
-                    asset_selection=[asset_key(feature)],
-                    partition_key=partition,
-                    tags={
-                        "metaxy/feature": feature,
-                        "metaxy/new": str(counts.new),
-                        "metaxy/stale": str(counts.stale),
-                        "metaxy/orphaned": str(counts.orphaned),
-                        "metaxy/write_seq": str(seq),
-                    },
+            requests: list[dg.RunRequest] = []
+            still_open: list[tuple[str, str]] = []
+            failed: list[str] = []
+            idle: list[tuple[str, str | None]] = []
+            for feature, partition, counts in _pending(
+                metadata_store, selected, partitioning, instance, idle
+            ):
+                if not request_runs:
+                    continue
+                generation = _generation(metadata_store, feature, fingerprints.get(feature, ""))
+                runs = (
+                    partition_runs(instance, feature, partition, generation, policy.max_retries + 2)
+                    if instance is not None
+                    else PartitionRuns()
                 )
-                for feature, partition, counts in _pending(
-                    metadata_store, selected, context.instance if context.instance_ref else None
+                decision = decide(runs, policy)
+                where = f"{feature}{f' [{partition}]' if partition else ''}"
+                if not decision.request:
+                    if runs.failures > policy.max_retries:
+                        context.log.warning(f"metaxy: {where} {decision.reason}")
+                        failed.append(where)
+                    elif not runs.done:
+                        still_open.append((feature, partition or ""))
+                    continue
+                still_open.append((feature, partition or ""))
+                attempt = f"|retry-{decision.attempt}" if decision.attempt else ""
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{feature}|{partition or ''}|{generation}{attempt}",
+                        asset_selection=[asset_key(feature)],
+                        partition_key=partition,
+                        tags={
+                            TAG_FEATURE: feature,
+                            TAG_PARTITION: partition or "",
+                            TAG_GENERATION: generation,
+                            "metaxy/attempt": str(decision.attempt),
+                            "metaxy/new": str(counts.new),
+                            "metaxy/stale": str(counts.stale),
+                            "metaxy/orphaned": str(counts.orphaned),
+                            "metaxy/write_seq": str(seq),
+                        },
+                    )
                 )
-            ]
+        if instance is not None and record_pruned_assets:
+            # Dagster's own staleness, made field-exact: see metaxy_dagster.pruning.
+            pruned = record_pruned(instance, graph, idle, partitioning, code_versions)
+            if pruned:
+                context.log.info(f"metaxy: recorded {len(pruned)} pruned asset partition(s)")
+        next_cursor = _Cursor(seq, code, tuple(still_open)).dump()
         if not requests:
-            return dg.SensorResult(
-                skip_reason=f"every metaxy asset is up to date at write {seq}", cursor=str(seq)
-            )
-        return dg.SensorResult(run_requests=requests, cursor=str(seq))
+            reason = f"every metaxy asset is up to date at write {seq}"
+            if still_open:
+                reason = f"waiting for runs of {len(still_open)} partition(s) at write {seq}"
+            if failed:
+                reason = (
+                    f"failed, retries exhausted: {', '.join(failed)}; fix the asset, or write "
+                    f"upstream, to run it again (write {seq})"
+                )
+            return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
+        return dg.SensorResult(run_requests=requests, cursor=next_cursor)
 
     return _sensor

@@ -32,9 +32,13 @@ def reference_assets(
         return raw_samples()
 
     assets.append(raw)
+    by_key = {"video/raw": raw}
 
-    def make(spec: FeatureSpec) -> dg.AssetsDefinition:
-        @metaxy_asset(spec=spec, partitions=partitions, columns={"out": "string"})
+    def make(spec: FeatureSpec, upstream: dict[str, dg.AssetsDefinition]) -> dg.AssetsDefinition:
+        # The upstream assets tell the asset what its upstream features are.
+        deps = [upstream[d.feature] for d in spec.deps]
+
+        @metaxy_asset(spec=spec, deps=deps, partitions=partitions, columns={"out": "string"})
         def step(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> Any:
             calls.setdefault(spec.key, []).append(increment)
             # A column partition's column is kept, so that downstream features have it too.
@@ -42,8 +46,9 @@ def reference_assets(
             out = increment.select("video_id", *kept).with_columns(out=pl.lit(spec.key))
             return (bad or {}).get(spec.key, lambda f: f)(out)
 
+        upstream[spec.key] = step
         return step
 
     for key in ("video/crop", "vision/faces", "audio/transcript", "train/manifest"):
-        assets.append(make(specs[key]))
+        assets.append(make(specs[key], by_key))
     return assets

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,21 +17,13 @@ from metaxy_dagster import (
     MetaxyIOManager,
     MetaxyStoreResource,
     asset_key,
-    feature_graph,
 )
-from metaxy_dagster.registry import clear_features
 from tests.dagster_reference import Calls, reference_assets
+from tests.reference import reference_graph
 
 N = 200
 IDS = [f"v{i:03d}" for i in range(N)]
 FEATURES = ("video/raw", "video/crop", "vision/faces", "audio/transcript", "train/manifest")
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    clear_features()
-    yield
-    clear_features()
 
 
 class Pipeline:
@@ -70,7 +61,7 @@ class Pipeline:
         return sorted(pl.concat(frames)["video_id"]) if frames else []
 
     def store(self) -> DuckDBMetadataStore:
-        return DuckDBMetadataStore(feature_graph(), self.path)
+        return DuckDBMetadataStore(reference_graph(), self.path)
 
 
 def _data_versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
@@ -131,6 +122,33 @@ def test_audio_change_reruns_only_the_audio_branch(tmp_path: Path) -> None:
     assert _metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 10}
 
 
+def test_swapping_two_samples_data_versions_changes_the_data_version(tmp_path: Path) -> None:
+    """Acceptance 6: the DataVersion counts each sample's ids with its data version."""
+    p = Pipeline(tmp_path)
+    assets = p.assets()
+    before = _data_versions(p.materialize(assets))
+    first, second = IDS[0], IDS[1]
+    p.audio[first], p.audio[second] = p.audio[second], p.audio[first]
+    p.frames[first], p.frames[second] = p.frames[second], p.frames[first]
+    result = p.materialize(assets, selection=[asset_key("video/raw")])
+    assert _metadata(result, "video/raw")["metaxy/stale"] == 2
+    stored = p.store().read("video/raw").sort("video_id")
+    # The two samples now hold each other's data versions: the same multiset of versions...
+    assert sorted(stored["metaxy_data_version"]) == sorted(
+        p.store()
+        .read("video/raw", history=True)
+        .filter(pl.col("metaxy_write_seq") == pl.col("metaxy_write_seq").min())
+        .get_column("metaxy_data_version")
+    )
+    # ...but not the same samples' data versions, so the asset's DataVersion changed.
+    assert _data_versions(result)["video/raw"] != before["video/raw"]
+    # Swapping back restores it: it depends on the data only.
+    p.audio[first], p.audio[second] = p.audio[second], p.audio[first]
+    p.frames[first], p.frames[second] = p.frames[second], p.frames[first]
+    again = p.materialize(assets, selection=[asset_key("video/raw")])
+    assert _data_versions(again)["video/raw"] == before["video/raw"]
+
+
 def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: Path) -> None:
     p = Pipeline(tmp_path)
     p.materialize(p.assets())
@@ -138,7 +156,9 @@ def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: 
     bumped = p.assets(code_versions={("video/crop", "frames"): "2"})
     new = {a.key: a.code_versions_by_key[a.key] for a in bumped}
     changed = {"/".join(k.path) for k in old if old[k] != new[k]}
-    assert changed == {"video/crop", "vision/faces", "train/manifest"}
+    # Only crop's own definition changed; faces and the manifest learn of it through Dagster's
+    # lineage (crop's new data version), not through a code version of their own.
+    assert changed == {"video/crop"}
     result = p.materialize(bumped)
     assert result.success
     assert p.received("video/crop") == IDS
@@ -148,6 +168,30 @@ def test_code_version_bump_changes_code_version_and_reruns_dependents(tmp_path: 
     # crop's frames content is unchanged (data version = provenance, which changed), so faces
     # recomputes; transcript reads raw audio only and stays untouched.
     assert p.received("vision/faces") == IDS
+
+
+def test_code_version_changes_only_with_the_assets_own_definition(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+
+    def code_versions(bumps: dict[tuple[str, str], str]) -> dict[str, str | None]:
+        assets = p.assets(code_versions=bumps)
+        return {"/".join(a.key.path): a.code_versions_by_key[a.key] for a in assets}
+
+    base = code_versions({})
+    assert len(set(base.values())) == len(FEATURES)  # every asset has its own code version
+    for bumps, changed in [
+        ({("video/raw", "audio"): "2"}, {"video/raw"}),
+        ({("video/crop", "audio"): "2"}, {"video/crop"}),
+        ({("video/crop", "frames"): "7"}, {"video/crop"}),
+        (
+            {("video/raw", "audio"): "2", ("vision/faces", "faces"): "2"},
+            {"video/raw", "vision/faces"},
+        ),
+    ]:
+        bumped = code_versions(bumps)
+        assert {f for f in FEATURES if bumped[f] != base[f]} == changed, bumps
+    # Deterministic: the same definitions give the same code versions.
+    assert code_versions({}) == base
 
 
 def test_partitioned_run_processes_only_its_partition(tmp_path: Path) -> None:
@@ -203,10 +247,8 @@ def test_asset_definition_metadata(tmp_path: Path) -> None:
     assets = {"/".join(a.key.path): a for a in p.assets()}
     transcript = assets["audio/transcript"]
     spec = transcript.specs_by_key[transcript.key]
-    graph = feature_graph()
-    assert spec.code_version == graph.versions.features["audio/transcript"]
     assert {d.asset_key for d in spec.deps} == {asset_key("video/raw")}
-    assert spec.kinds == {"metaxy", "polars"}
+    assert spec.kinds == {"metaxy", "duckdb"}
     assert assets["video/raw"].descriptions_by_key[asset_key("video/raw")] == "Scan the videos."
     lineage = spec.metadata["dagster/column_lineage"]
     deps = lineage.deps_by_column["metaxy_provenance__text"]
@@ -229,6 +271,30 @@ def test_plain_downstream_asset_loads_latest_rows(tmp_path: Path) -> None:
     result = p.materialize([*p.assets(), report])
     assert result.success
     assert seen == [N]
+
+
+def test_plain_downstream_asset_loads_its_partition_lazily(tmp_path: Path) -> None:
+    p = Pipeline(tmp_path)
+    shards = HashShardPartitions(4)
+    seen: list[object] = []
+
+    @dg.asset(
+        partitions_def=shards.partitions_def,
+        ins={
+            "crop": dg.AssetIn(key=asset_key("video/crop"), input_manager_key="metaxy_io_manager")
+        },
+    )
+    def report(crop: pl.LazyFrame) -> None:
+        seen.append(crop)
+
+    for shard in ("shard-0", "shard-2"):
+        assert p.materialize([*p.assets(partitions=shards), report], partition_key=shard).success
+    shard_of = {i: int(hash_string(i), 16) % 4 for i in IDS}
+    for frame, shard in zip(seen, (0, 2), strict=True):
+        assert isinstance(frame, pl.LazyFrame)
+        ids = sorted(frame.collect()["video_id"])
+        assert ids == sorted(i for i in IDS if shard_of[i] == shard)
+    assert p.store().read("video/crop").height > len(ids)  # the other shard is stored too
 
 
 def test_store_is_free_while_the_function_computes(tmp_path: Path) -> None:

@@ -6,27 +6,17 @@ audio/utterances (root) -> speaker/profile (aggregation: one row per speaker)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from metaxy_core import DuckDBMetadataStore, FeatureDep, FeatureGraph, FeatureSpec
 from metaxy_core.testing import root_samples
 from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, feature_graph, metaxy_asset
 from metaxy_dagster.metadata import definition_metadata
-from metaxy_dagster.registry import clear_features
 
 VIDEOS = [f"v{i}" for i in range(6)]
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    clear_features()
-    yield
-    clear_features()
 
 
 class Chunking:
@@ -51,7 +41,8 @@ class Chunking:
                 id_columns=["video_id", "chunk_id"],
                 fields=["frames"],
                 deps=[FeatureDep("video/raw", lineage="expansion", select=["path"])],
-            )
+            ),
+            deps=[raw],
         )
         def chunks(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
             """Split each video given into its chunks."""
@@ -76,7 +67,7 @@ class Chunking:
         return result
 
     def stored(self) -> pl.DataFrame:
-        return DuckDBMetadataStore(feature_graph(), self.path).read("video/chunks")
+        return DuckDBMetadataStore(feature_graph(self.assets), self.path).read("video/chunks")
 
     def given(self) -> pl.DataFrame:
         return pl.concat(self.received) if self.received else pl.DataFrame()
@@ -182,7 +173,7 @@ def test_aggregation_through_materialize(tmp_path: Path) -> None:
     @metaxy_asset(
         key="speaker/profile",
         id_columns=["speaker_id"],
-        deps=[FeatureDep("audio/utterances", lineage="aggregation")],
+        deps=[FeatureDep("audio/utterances", lineage="aggregation"), utterances],
     )
     def profile(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
         received.append(increment)
@@ -197,5 +188,5 @@ def test_aggregation_through_materialize(tmp_path: Path) -> None:
     audio["u013"] = "edited"  # speaker s3
     assert dg.materialize([utterances, profile], resources=resources).success
     assert sorted(received[0]["speaker_id"]) == ["s2", "s3"]
-    stored = store.get_store().read("speaker/profile")
+    stored = store.get_store(feature_graph([profile])).read("speaker/profile")
     assert dict(stored.select("speaker_id", "n").iter_rows()) == {f"s{i}": 20 for i in range(5)}

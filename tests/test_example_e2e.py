@@ -25,7 +25,6 @@ from example_project.edit import edit_audio
 from example_project.media import generate_clips, scan_clips
 from metaxy_core import DuckDBMetadataStore, IncrementCounts, columns
 from metaxy_dagster import feature_graph
-from metaxy_dagster.registry import clear_features
 
 N = 6
 CLIPS = [f"clip-{i:04d}" for i in range(N)]
@@ -44,19 +43,18 @@ STOP_TIMEOUT = 60.0
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[DevServer]:
     assert generate_clips(tmp_path / "data", N) == CLIPS
-    clear_features()
-    build_assets(tmp_path / "data")  # the same graph as the server's, for reading the store
     demo = DevServer(tmp_path, sensor=SENSOR)
     try:
         yield demo
     finally:
         if demo.process.poll() is None or demo.members():
             demo.kill()
-        clear_features()
 
 
 def _store(server: DevServer) -> DuckDBMetadataStore:
-    return DuckDBMetadataStore(feature_graph(), server.store_path)
+    # The same graph as the server's, for reading the store.
+    graph = feature_graph(build_assets(server.data_dir))
+    return DuckDBMetadataStore(graph, server.store_path)
 
 
 def _written_since(store: DuckDBMetadataStore, feature: str, seq: int) -> pl.DataFrame:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -18,25 +18,17 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML (a Dagster dependency) ships no stubs
 
 from example_project import demo
-from example_project.assets import FEATURES, GROUP, build_assets
+from example_project.assets import FEATURES, GROUP, SpeechModel, build_assets, build_resources
 from example_project.edit import edit_audio, edit_frames, remove_clips
 from example_project.media import DATA_DIR_ENV, generate_clips
 from metaxy_core import DuckDBMetadataStore, columns
-from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, asset_key, feature_graph
-from metaxy_dagster.registry import clear_features
+from metaxy_dagster import asset_key, feature_graph
 
 N = 6
 CLIPS = [f"clip-{i:04d}" for i in range(N)]
 EDITED = CLIPS[:3]
 AUDIO_BRANCH = ("video/crop", "audio/features", "audio/transcript", "train/manifest")
 FRAMES_BRANCH = ("video/crop", "vision/faces", "train/manifest")
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    clear_features()
-    yield
-    clear_features()
 
 
 class Example:
@@ -49,18 +41,18 @@ class Example:
         self.assets = build_assets(self.data_dir)
         self.instance = dg.DagsterInstance.ephemeral()
 
-    def materialize(self) -> dg.ExecuteInProcessResult:
-        store = MetaxyStoreResource(path=str(self.store_path))
+    def materialize(self, **kwargs: Any) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
             self.assets,
-            resources={"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)},
+            resources=build_resources(self.store_path),
             instance=self.instance,
+            **kwargs,
         )
         assert result.success
         return result
 
     def store(self) -> DuckDBMetadataStore:
-        return DuckDBMetadataStore(feature_graph(), self.store_path)
+        return DuckDBMetadataStore(feature_graph(self.assets), self.store_path)
 
     def current(self, feature: str) -> list[str]:
         return sorted(self.store().read(feature)["clip_id"])
@@ -218,15 +210,36 @@ def test_removed_clips_are_deleted_from_every_asset(tmp_path: Path) -> None:
         assert ex.current(feature) == CLIPS[:-2], feature
 
 
+def test_transcript_takes_its_model_by_parameter_and_run_config(tmp_path: Path) -> None:
+    """Acceptance 1: a metaxy asset with a resource (the model) by parameter and a Config."""
+    ex = Example(tmp_path)
+    transcript = next(a for a in ex.assets if a.key == asset_key("audio/transcript"))
+    assert transcript.required_resource_keys >= {"speech_model", "metaxy_store"}
+    resources = {**build_resources(ex.store_path), "speech_model": SpeechModel(name="test-model")}
+    run_config = {"ops": {"audio__transcript": {"config": {"log_text": True}}}}
+    result = dg.materialize(
+        ex.assets, resources=resources, run_config=run_config, instance=ex.instance
+    )
+    assert result.success
+    texts = dict(ex.store().read("audio/transcript").select("clip_id", "text").iter_rows())
+    assert ex.logged(result, "audio/transcript: clip-") == [
+        f"audio/transcript: {c} [test-model]: {texts[c]}" for c in CLIPS
+    ]
+    # Without the config, the default (log_text=False) logs no transcript.
+    edit_audio(1, ex.data_dir)
+    quiet = ex.materialize()
+    assert ex.logged(quiet, "audio/transcript: clip-") == []
+    assert metadata(quiet, "audio/transcript")["metaxy/stale"] == 1
+
+
 def test_assets_are_declared_as_dagster_users_expect(tmp_path: Path) -> None:
     ex = Example(tmp_path)
     by_key = {"/".join(a.key.path): a for a in ex.assets}
     assert list(by_key) == list(FEATURES)
-    graph = feature_graph()
+    graph = feature_graph(ex.assets)
     for feature, asset in by_key.items():
         spec = asset.specs_by_key[asset.key]
         assert spec.group_name == GROUP
-        assert spec.code_version == graph.versions.features[feature]
         assert {d.asset_key for d in spec.deps} == {
             asset_key(d.feature) for d in graph[feature].deps
         }
@@ -261,6 +274,33 @@ def test_definitions_follow_the_environment(
     assert sensor.minimum_interval_seconds == 5
     checks = {key.asset_key for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {asset_key(f) for f in FEATURES[1:]}
+
+
+def test_definitions_with_declarative_automation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv("METAXY_STORE_PATH", str(tmp_path / "store.duckdb"))
+    monkeypatch.setenv("METAXY_EXAMPLE_AUTOMATION", "1")
+    import example_project.definitions as module
+
+    try:
+        module = importlib.reload(module)
+        defs = module.defs
+        conditions = {
+            "/".join(a.key.path): a.specs_by_key[a.key].automation_condition for a in module.assets
+        }
+        assert conditions.pop("video/raw") is None
+        assert {c.get_label() for c in conditions.values() if c is not None} == {"metaxy_eager"}
+        assert len(conditions) == len(FEATURES) - 1
+        automation = defs.resolve_sensor_def("metaxy_automation")
+        assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+        assert defs.resolve_sensor_def("metaxy_sensor").default_status == (
+            dg.DefaultSensorStatus.RUNNING
+        )
+    finally:
+        monkeypatch.delenv("METAXY_EXAMPLE_AUTOMATION")
+        importlib.reload(module)
 
 
 def test_demo_prepares_a_quiet_local_instance_and_the_clips(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from metaxy_core.errors import (
 )
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.hashing import hash_parts
+from metaxy_core.hashing import hash_parts, polars_hash, polars_id_text
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
 from metaxy_core.store.rows import (
@@ -256,9 +256,10 @@ class MetadataStore(ABC):
     ) -> str:
         """One version of all current samples' data versions (within ``filter``).
 
-        Independent of row order, so it changes only when some sample's data version changes
-        or samples come or go. ``pending`` (prepared rows) and ``deleting`` (ids) give the
-        version the feature will have once they are written.
+        Each sample counts as its ids with its data version, so swapping two samples' data
+        versions changes it; independent of row order, so it changes only when some sample's
+        data version changes or samples come or go. ``pending`` (prepared rows) and
+        ``deleting`` (ids) give the version the feature will have once they are written.
         """
         spec = self._spec(feature)
         ids = list(spec.id_columns)
@@ -279,9 +280,12 @@ class MetadataStore(ABC):
                 frames.append(current.collect())
         if pending is not None:
             frames.append(pending.select(*ids, c.DATA_VERSION))
-        empty = pl.DataFrame(schema={c.DATA_VERSION: pl.String})
-        rows = pl.concat(frames) if frames else empty
-        return _multiset_version(rows.get_column(c.DATA_VERSION))
+        if not frames:
+            return _multiset_version(pl.Series(c.DATA_VERSION, [], pl.String))
+        rows = pl.concat(frames)
+        texts = [polars_id_text(i, rows.schema[i]) for i in ids]
+        keyed = polars_hash(["sample-data-version/v1", *texts, pl.col(c.DATA_VERSION)])
+        return _multiset_version(rows.select(keyed).to_series())
 
     def delete(self, feature: str, ids: Any, *, run_id: str | None = None) -> WriteResult:
         """Soft-delete samples: append tombstones; history keeps every earlier row."""
