@@ -25,14 +25,14 @@ def _schema(spec: FeatureSpec, user_columns: Mapping[str, str]) -> dg.TableSchem
         cols.append(
             dg.TableColumn(
                 columns.provenance_column(field.key),
-                "string",
+                "int64",
                 description=f"hash of what field {field.key!r} was computed from",
             )
         )
         cols.append(
             dg.TableColumn(
                 columns.data_version_column(field.key),
-                "string",
+                "int64",
                 description=f"version of the content of field {field.key!r}",
             )
         )

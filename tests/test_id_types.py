@@ -56,7 +56,7 @@ def text(value: Any) -> str:
 
 
 def shard_of(value: Any, count: int) -> int:
-    return int(hash_string(text(value)), 16) % count
+    return hash_string(text(value)) % count
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -22,11 +22,12 @@ from metaxy_core.engines.polars import apply_filter
 from metaxy_core.errors import FeatureNotFoundError
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.hashing import hash_parts
+from metaxy_core.hashing import hash_parts, to_hex
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
 from metaxy_core.store.rows import (
     prepare_rows,
+    stored_data_version,
     to_polars,
     tombstones,
     validate_samples,
@@ -94,11 +95,12 @@ def _scan_columns(wanted: list[str] | None, filter: SampleFilter | None) -> list
 
 
 def _multiset_version(versions: pl.Series) -> str:
-    """Hash of a multiset of hex versions: sums of their 32-bit halves, so order is irrelevant."""
-    value = versions.str.decode("hex").bin.reinterpret(dtype=pl.UInt64, endianness="big")
+    """Hash of a multiset of 64-bit versions, in hex: sums of the 32-bit halves of their
+    unsigned bits, so order is irrelevant."""
+    value = versions.reinterpret(signed=False)
     high = (value // (1 << 32)).sum()
     low = (value % (1 << 32)).sum()
-    return hash_parts(["multiset/v1", str(versions.len()), str(high), str(low)])
+    return to_hex(hash_parts(["multiset/v1", str(versions.len()), str(high), str(low)]))
 
 
 class MetadataStore(ABC):
@@ -230,7 +232,7 @@ class MetadataStore(ABC):
                 frames.append(current.collect())
         if pending is not None:
             frames.append(pending.select(*ids, c.DATA_VERSION))
-        empty = pl.DataFrame(schema={c.DATA_VERSION: pl.String})
+        empty = pl.DataFrame(schema={c.DATA_VERSION: pl.Int64})
         rows = pl.concat(frames) if frames else empty
         return _multiset_version(rows.get_column(c.DATA_VERSION))
 
@@ -358,7 +360,10 @@ class MetadataStore(ABC):
                 )
             frame = to_polars(samples, f"samples of {feature!r}")
             validate_samples(spec, frame)
-            lazy_samples = frame.lazy()
+            lazy_samples = frame.lazy().with_columns(
+                stored_data_version(n, frame.schema[n])
+                for n in map(c.data_version_column, spec.field_keys)
+            )
             sample_columns = frame.columns
         upstream_columns = {
             d.feature: columns
