@@ -101,9 +101,7 @@ VERSION_ROWS: list[tuple[int | None, int | None]] = [
 
 
 def version_text(row: Sequence[int | None]) -> str:
-    return SEPARATOR.join(
-        [RECIPE, *(NULL_SENTINEL if v is None else hex16(v) for v in row)]
-    )
+    return SEPARATOR.join([RECIPE, *(NULL_SENTINEL if v is None else hex16(v) for v in row)])
 
 
 def sql_literal(part: str | None) -> str:
@@ -304,7 +302,9 @@ GRAPH = FeatureGraph(
             key="scores",
             id_columns=["id"],
             deps=[FeatureDep("clips")],
-            fields=[FieldSpec(key="both", deps=[FieldDep(feature="clips", fields=["frames", "audio"])])],
+            fields=[
+                FieldSpec(key="both", deps=[FieldDep(feature="clips", fields=["frames", "audio"])])
+            ],
         ),
     ]
 )
@@ -388,7 +388,8 @@ def test_every_engine_and_path_gives_the_reference_provenance(tmp_path: Path) ->
         assert scores.select(
             "metaxy_provenance__both", "metaxy_data_version__both", "metaxy_provenance"
         ).rows() == [
-            (w["p_both"], w["p_both"], w["both_provenance"]) for w in (want[i] for i in sorted(want))
+            (w["p_both"], w["p_both"], w["both_provenance"])
+            for w in (want[i] for i in sorted(want))
         ], store
         assert store.count_update("scores").total == 0
 
