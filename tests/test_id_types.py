@@ -128,7 +128,7 @@ def test_group_versions_hash_datetime_member_ids_as_epoch_nanoseconds(
     recipe = event_graph().versions.recipes[FieldRef("sessions", "signal")]
     for session in ("s1", "s2"):
         members = sorted(
-            (f"{session}\x1f{text(at)}", [session, text(at), dv])
+            (f"{session}\x1f{text(at)}", [session, text(at), hash_string(dv)])
             for s, at, dv in events.iter_rows()
             if s == session
         )
