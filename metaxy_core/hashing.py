@@ -31,7 +31,11 @@ True
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
@@ -153,12 +157,20 @@ def _hex_digits(values: np.ndarray) -> np.ndarray:
 
 
 def _strings(rows: np.ndarray) -> pl.Series:
-    """Equal-width rows of ASCII bytes as a Polars string series, without copying them."""
+    """Equal-width rows (wider than 12) of ASCII bytes as a Polars string series.
+
+    Built as Arrow string views over the rows' buffer, the layout Polars keeps strings in, so
+    Polars takes them without a copy (from plain Arrow strings it would build the views).
+    """
     n, width = rows.shape
-    offsets = np.arange(0, width * (n + 1), width, dtype=np.int64)
-    data = pa.py_buffer(np.ascontiguousarray(rows))
-    array = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), data)
-    series = pl.from_arrow(array)
+    data = np.ascontiguousarray(rows)
+    views = np.empty((n, 4), dtype="<u4")  # length, first 4 bytes, buffer index, offset
+    views[:, 0] = width
+    views[:, 1] = data[:, :4].copy().view("<u4").ravel() if n else 0
+    views[:, 2] = 0
+    views[:, 3] = np.arange(0, width * n, width, dtype="<u4")
+    buffers = [None, pa.py_buffer(views), pa.py_buffer(data)]
+    series = pl.from_arrow(pa.Array.from_buffers(pa.string_view(), n, buffers))
     assert isinstance(series, pl.Series)
     return series
 
@@ -189,19 +201,51 @@ def _hash_rows(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
         joined = plh.concat_str(*texts, separator=SEPARATOR)
         return pl.select(polars_hash_text(joined)).to_series().alias(parts.name)
     # No null: every canonical string has the same width, so they are written side by side
-    # into one buffer, with the constant prefix and separators in place, and hashed there.
-    head = "".join(p + SEPARATOR for p in prefix).encode()
+    # into one buffer, with the constant prefix and separators in place, and hashed there;
+    # in blocks, on every core (numpy and Polars release the GIL), in bounded memory.
+    values = [col.cast(pl.Int64).to_numpy() for col in columns]
     n = parts.len()
-    rows = np.empty((n, len(head) + 17 * len(columns) - 1), dtype=np.uint8)
+    hashed = np.empty(n, dtype=np.int64)
+    blocks = [(lo, min(lo + _BLOCK_ROWS, n)) for lo in range(0, n, _BLOCK_ROWS)]
+    work = partial(_hash_block, "".join(p + SEPARATOR for p in prefix).encode(), values, hashed)
+    if len(blocks) > 1:
+        list(_pool().map(work, blocks))
+    else:
+        list(map(work, blocks))
+    return pl.Series(parts.name, hashed, dtype=pl.Int64)
+
+
+def _hash_block(
+    head: bytes, values: list[np.ndarray], out: np.ndarray, block: tuple[int, int]
+) -> None:
+    lo, hi = block
+    rows = np.empty((hi - lo, len(head) + 17 * len(values) - 1), dtype=np.uint8)
     rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
     at = len(head)
-    for col in columns:
+    for column in values:
         if at > len(head):
             rows[:, at - 1] = ord(SEPARATOR)
-        rows[:, at : at + 16] = _hex_digits(col.cast(pl.Int64).to_numpy())
+        rows[:, at : at + 16] = _hex_digits(column[lo:hi])
         at += 17
-    canonical_strings = _strings(rows).to_frame("s")
-    return canonical_strings.select(polars_hash_text(pl.col("s"))).to_series().alias(parts.name)
+    strings = _strings(rows).to_frame("s")
+    out[lo:hi] = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+
+
+_BLOCK_ROWS: Final = 1 << 17
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool of threads per process, created on first use."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(os.cpu_count() or 1, "metaxy-hash"))
+        return _POOL[0]
+
+
+# A forked child has none of its parent's threads: it starts a pool of its own.
+os.register_at_fork(after_in_child=_POOL.clear)
 
 
 def polars_hash(parts: Sequence[pl.Expr | str]) -> pl.Expr:

@@ -213,6 +213,18 @@ def test_polars_versions_eager_lazy_chunked_and_without_nulls() -> None:
     assert frame.select(h=expr).schema == pl.Schema({"h": pl.Int64})
 
 
+def test_polars_versions_over_many_blocks() -> None:
+    # More rows than one block of the buffer path (2**17), hashed on several threads.
+    n = 300_001
+    frame = pl.DataFrame({"a": range(-n, 0), "b": range(n)}).with_columns(
+        b=pl.col("b") * 2654435761 * 2654435761
+    )
+    got = frame.select(h=polars_hash([RECIPE, pl.col("a"), pl.col("b")]))["h"]
+    for i in (0, 1, 2**17 - 1, 2**17, 2**17 + 1, 2**18, n - 1):
+        a, b = frame.row(i)
+        assert got[i] == xxh(version_text((a, b))), i
+
+
 def test_polars_hex() -> None:
     rendered = version_frame().select(polars_hex(pl.col("a")))["a"].to_list()
     assert rendered == [None if a is None else hex16(a) for a, _ in VERSION_ROWS]
