@@ -78,9 +78,7 @@ _SIGN: Final = 1 << 63
 _MASK: Final = (1 << 64) - 1
 # The four ASCII hex digits of every 16-bit value, packed little-endian so that viewing a
 # uint32 array as bytes yields the digits in reading order.
-_HEX_QUADS: Final = np.frombuffer(
-    "".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4"
-)
+_HEX_QUADS: Final = np.frombuffer("".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4")
 
 
 def polars_id_text(name: str, dtype: pl.DataType) -> pl.Expr:

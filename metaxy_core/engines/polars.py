@@ -43,14 +43,22 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     """Group ``rows`` by ``up.on``: group versions of version columns (see
     :mod:`metaxy_core.plan`), lists of every other column, members ordered by their ids."""
 
-    def text(name: str) -> pl.Expr:
-        return polars_hex(pl.col(name)).fill_null(NULL_SENTINEL)
+    def text(name: str) -> str:
+        return f"{_MEMBER}__{name}"
 
     schema = rows.collect_schema()
     member = pl.concat_str([polars_id_text(i, schema[i]) for i in up.members], separator=SEPARATOR)
+    # Each member's text (its ids and its version's hex), rendered over all rows before
+    # grouping, so no Python runs per group.
+    texts = [
+        pl.concat_str(
+            [member, polars_hex(pl.col(s)).fill_null(NULL_SENTINEL)], separator=SEPARATOR
+        ).alias(text(s))
+        for s in up.versions
+    ]
     order = pl.col(_MEMBER)
     aggregations = [
-        pl.concat_str([order, text(s)], separator=SEPARATOR).sort_by(order).str.join(SEPARATOR)
+        pl.col(text(s)).sort_by(order).str.join(SEPARATOR)
         if s in up.versions
         else pl.col(s).sort_by(order)
         for s in up.columns
@@ -59,7 +67,7 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     names = [a for s, a in up.columns.items() if s not in up.on]
     versions = [up.columns[s] for s in up.versions]
     return (
-        rows.with_columns(member.alias(_MEMBER))
+        rows.with_columns(member.alias(_MEMBER), *texts)
         .group_by(list(up.on))
         .agg(e.alias(n) for e, n in zip(aggregations, names, strict=True))
         .with_columns(polars_hash_texts([pl.col(v)]).alias(v) for v in versions)
