@@ -2,7 +2,7 @@
 #
 # The first target run creates .venv and installs the project (editable, with the dev extras)
 # at the exact versions of requirements.lock. Later runs skip the install unless
-# pyproject.toml, setup.py, the C row hash or requirements.lock changed since (the stamp file is
+# pyproject.toml or requirements.lock changed since (the stamp file is
 # older than them).
 
 PYTHON ?= python3
@@ -35,7 +35,7 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml setup.py metaxy_core/_native/row_hash.c requirements.lock | $(PY)
+$(STAMP): pyproject.toml requirements.lock | $(PY)
 	$(PY) -m pip install --progress-bar off -c requirements.lock -e '.[dev]'
 	@touch $@
 

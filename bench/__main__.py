@@ -1,15 +1,17 @@
-"""Benchmark of ``resolve_update``: ours (Polars and DuckDB engines), the floor, and the peer.
+"""Benchmark of ``resolve_update``: ours (Polars and DuckDB engines), the floor, and the peer;
+and of one write of N root rows: ours against a plain ``INSERT`` of the same columns.
 
     python -m bench [--sizes 10000,100000,1000000,10000000] [--graphs simple,pruned,wide]
                     [--phases new,stale] [--rounds 3] [--impls ours-polars,...] [--no-peer]
                     [--peer-max-n 1000000] [--peer-python .venv-peer/bin/python] [--fresh]
                     [--concurrency-writers 16] [--concurrency-rows 50000] [--only-concurrency]
+                    [--no-writes]
 
 For every (graph, n, phase): prepare (or reuse) the stores, then run ``--rounds`` interleaved
 rounds; in each round every implementation is timed once, in a fresh subprocess, on a fresh copy
-of its prepared store. Then the concurrency section (:mod:`bench.concurrency`): many processes
-writing to one store file at once. Prints tables and writes everything to
-``bench/results/latest.json``.
+of its prepared store. For every n, the write of the first graph's root is timed the same way.
+Then the concurrency section (:mod:`bench.concurrency`): many processes writing to one store
+file at once. Prints tables and writes everything to ``bench/results/latest.json``.
 See bench/README.md.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from bench.children import (
 from bench.graphs import GRAPHS, PHASES, expected_counts, spec
 from bench.impls import IMPLS
 from bench.prepare import core_source_hash, prepare_ours, prepare_peer, store_dir
-from bench.report import machine_info, size_label, summarize, tables
+from bench.report import machine_info, size_label, summarize, tables, write_table
 
 DEFAULT_SIZES = "10000,100000,1000000,10000000"
 PEER_TOO_BIG = (
@@ -73,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only-concurrency", action="store_true", help="run only the concurrency section"
     )
+    parser.add_argument("--no-writes", action="store_true", help="skip the write benchmark")
     args = parser.parse_args(argv)
     if args.output is None:
         name = "concurrency.json" if args.only_concurrency else "latest.json"
@@ -186,6 +190,44 @@ def run_case(
     return case
 
 
+WRITE_IMPLS = ("ours", "insert")
+
+
+def run_writes(args: argparse.Namespace, graph: str, n: int) -> dict[str, Any]:
+    """Time one write of ``n`` root rows of ``graph``, ours and the plain insert, interleaved."""
+    log = WORK / "logs" / f"write-{graph}-{n}.log"
+    case: dict[str, Any] = {"graph": graph, "n": n, "runs": {}, "errors": []}
+    case["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    for rnd in range(1, args.rounds + 1):
+        print(f"  round {rnd}", flush=True)
+        for impl in WRITE_IMPLS:
+            directory = WORK / "runs" / f"write-{impl}"
+            cmd = [sys.executable, "-m", "bench.write", "time", "--graph", graph, "--n", str(n)]
+            try:
+                result = run_child([*cmd, "--dir", str(directory), "--impl", impl], log)
+            except ChildError as exc:
+                print(f"!!! write {impl} failed: {exc}", flush=True)
+                case["errors"].append(f"write {impl} round {rnd}: {exc}")
+                continue
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            run = {"round": rnd, **result.data, "child_maxrss_mb": result.maxrss_mb}
+            case["runs"].setdefault(impl, []).append(run)
+            print(
+                f"    write {impl:<7} {run['seconds']:8.3f} s  peak {run['peak_rss_mb']:.0f} MiB",
+                flush=True,
+            )
+    medians = {
+        impl: round(statistics.median(r["seconds"] for r in runs), 4)
+        for impl, runs in case["runs"].items()
+    }
+    case["median_seconds"] = medians
+    case["peak_rss_mb"] = {i: max(r["peak_rss_mb"] for r in rs) for i, rs in case["runs"].items()}
+    if len(medians) == 2 and medians["insert"] > 0:
+        case["ratio_ours_insert"] = round(medians["ours"] / medians["insert"], 3)
+    return case
+
+
 def write_results(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -220,10 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             "declaration excluded); each run is a fresh process on a fresh copy of the store",
             "peer: metaxy 0.1.11 runs offline with xxh64 macros defined as DuckDB's native "
             "hash(): different bits from real xxhash64, the same class of cost",
-            "floor-nativehash: DuckDB native hash() instead of the metaxy_xxh64 Python/Arrow "
-            "UDF; its stale-phase counts are not comparable (every candidate differs)",
+            "floor: one hand-written DuckDB query hashing with DuckDB's built-in hash() over "
+            "the typed 64-bit values (the speed bound, not our bits); its stale-phase stale "
+            "count is not comparable (every candidate differs)",
+            "writes: one write of N root rows into a new file; insert = a plain CREATE TABLE and "
+            "INSERT of the same columns",
         ],
         "cases": [],
+        "writes": [],
     }
     try:
         for n in sorted(args.sizes) if not args.only_concurrency else []:
@@ -232,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"== {graph} n={n:,} ({size_label(n)}) phase={phase}", flush=True)
                     results["cases"].append(run_case(args, graph, n, phase, peer_skip))
                     write_results(args.output, results)
+            if not args.no_writes:
+                print(f"== write of {size_label(n)} rows of {args.graphs[0]}'s root", flush=True)
+                results["writes"].append(run_writes(args, args.graphs[0], n))
+                write_results(args.output, results)
     finally:
         shutil.rmtree(WORK / "runs", ignore_errors=True)
     if args.concurrency_writers > 0:
@@ -246,15 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     if results["cases"]:
         print(tables(results["cases"], args.impls, args.rounds))
         print()
+    if results["writes"]:
+        print(write_table(results["writes"], args.rounds))
+        print()
     if "concurrency" in results:
         print(concurrency.report(results["concurrency"]))
         print()
     if results["cases"]:
-        print(
-            "peer: metaxy 0.1.11 with DuckDB-native hash() macros for xxh64 (offline): different\n"
-            "bits, same class of cost. floor-nativehash: the floor with DuckDB's hash() instead\n"
-            "of our metaxy_xxh64 UDF (different bits: in the stale phase every candidate is stale)."
-        )
+        print("peer: metaxy 0.1.11 with DuckDB-native hash() macros for xxh64 (offline): different")
+        print("bits, same class of cost. floor: one DuckDB query with its built-in hash() over the")
+        print("typed values (the speed bound; other bits: in the stale phase all are stale).")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     skipped = {r for case in results["cases"] for r in case["skipped"].values()}
     for reason in sorted(skipped):
         print(f"peer skipped: {reason}")
@@ -262,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if results["metaxy_core_changed_during_run"]:
         print("!!! metaxy_core's sources changed during the run: cases ran different code")
     problems = [m for case in results["cases"] for m in case["mismatches"] + case["errors"]]
+    problems += [e for case in results["writes"] for e in case["errors"]]
     figures = results.get("concurrency")
     if figures and not (figures["all_writes_landed"] and figures["reader_counts_consistent"]):
         problems.append(f"concurrency: not every write landed or the reader's counts: {figures}")

@@ -1,20 +1,20 @@
 """Child process for the floor: ONE hand-written DuckDB query over our store file.
 
-    python -m bench.floor time --graph simple --dir DIR [--native-hash]
+    python -m bench.floor time --graph simple --dir DIR
 
-The query joins the roots' current tables (named by feature key, e.g. ``"bench/root"``),
-full-outer-joins them with the leaf's current table, keeps the candidates (new, orphaned, or an
-upstream sample data version that differs from the one the leaf row was computed from, when the
-leaf stores it, as our store does), hashes each leaf field's recipe with its upstream data
-versions in dependency order (exactly the canonical string our engines hash, through
-``metaxy_xxh64``), keeps the new, stale and orphaned rows and fetches them to Arrow. Without a
-leaf table every sample is new: no join. It prints ``{"seconds", "new", "stale", "orphaned",
-"peak_rss_mb"}``; ``seconds`` covers connecting, registering the hash function, the query and
-the fetch. ``python -m bench.floor sql --graph G [--dir DIR]`` prints the query.
+The fastest query we can write for the increment: it joins the roots' current tables (named by
+feature key, e.g. ``"bench/root"``), full-outer-joins them with the leaf's current table, keeps
+the candidates (new, orphaned, or an upstream sample data version that differs from the one the
+leaf row was computed from, when the leaf stores it, as our store does), hashes each leaf
+field's recipe with its upstream data versions in dependency order **inside DuckDB, with its
+built-in** ``hash()`` over the typed 64-bit values (no text, no Python), keeps the new, stale
+and orphaned rows and fetches them, with integer hashes, to Arrow. Without a leaf table every
+sample is new: no join. ``hash()`` is the speed bound, not our bits: in the stale phase every
+candidate differs from the stored provenance, so only the new and orphaned counts are checked.
 
-``--native-hash`` swaps ``metaxy_xxh64`` for DuckDB's built-in ``hash()`` rendered as 16 hex
-digits: other bits, so in the stale phase every candidate looks stale (its stale count is not
-comparable: N/10 for ``pruned`` too); it shows what the Python (Arrow) UDF costs.
+It prints ``{"seconds", "new", "stale", "orphaned", "peak_rss_mb"}``; ``seconds`` covers
+connecting, the query and the fetch. ``python -m bench.floor sql --graph G [--dir DIR]`` prints
+the query.
 """
 
 from __future__ import annotations
@@ -32,17 +32,14 @@ from bench.ours import DB_FILE, peak_rss_mb
 from metaxy_core import columns as c
 from metaxy_core.definitions import FieldRef
 from metaxy_core.engines.duckdb import quote, sql_literal
-from metaxy_core.hashing import register_duckdb_hash, sql_hash
 
 
 def native_hash(parts: list[str]) -> str:
-    """Like :func:`metaxy_core.hashing.sql_hash`, with DuckDB's native ``hash()`` (other bits)."""
-    udf = sql_hash(parts)
-    inner = udf[udf.index("(") + 1 : -1]  # the canonical-string expression sql_hash hashes
-    return f"format('{{:016x}}', hash({inner}))"
+    """DuckDB's built-in ``hash()`` of the typed parts, as a 64-bit integer (other bits)."""
+    return f"hash({', '.join(parts)})"
 
 
-def floor_query(graph_name: str, leaf_columns: set[str] | None, *, native: bool) -> str:
+def floor_query(graph_name: str, leaf_columns: set[str] | None) -> str:
     """The floor's SQL: new, stale and orphaned leaf rows with their expected provenance.
 
     ``leaf_columns`` are the columns of the leaf's current table (``None``: never written; then
@@ -52,7 +49,6 @@ def floor_query(graph_name: str, leaf_columns: set[str] | None, *, native: bool)
     """
     fg = build_graph(spec(graph_name))
     leaf = fg[LEAF]
-    hasher = native_hash if native else sql_hash
     roots = [d.feature for d in leaf.deps]
     alias = {root: f"r{i}" for i, root in enumerate(roots)}
     fields = sorted(leaf.field_keys)
@@ -76,7 +72,9 @@ def floor_query(graph_name: str, leaf_columns: set[str] | None, *, native: bool)
     for f in fields:
         recipe = fg.versions.recipes[FieldRef(LEAF, f)]
         parts = [inputs[(d.feature, d.field)] for d in fg.field_deps(LEAF, f)]
-        hashes.append(f"{hasher([sql_literal(recipe), *parts])} AS {quote(c.provenance_column(f))}")
+        hashes.append(
+            f"{native_hash([sql_literal(recipe), *parts])} AS {quote(c.provenance_column(f))}"
+        )
     upstream = [c.upstream_data_version_column(r) for r in roots]
     carried = [f"u{i} AS {quote(u)}" for i, u in enumerate(upstream)]
     if leaf_columns is None:
@@ -129,17 +127,15 @@ def floor_query(graph_name: str, leaf_columns: set[str] | None, *, native: bool)
     )
 
 
-def time_floor(graph_name: str, directory: Path, *, native: bool) -> dict[str, object]:
+def time_floor(graph_name: str, directory: Path) -> dict[str, object]:
     """Connect, run the floor query, fetch to Arrow; one timed run."""
     t0 = time.perf_counter()
     con = duckdb.connect(str(directory / DB_FILE), read_only=True)
-    if not native:
-        register_duckdb_hash(con)
     tables = {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()}
     leaf_columns = None
     if LEAF in tables:
         leaf_columns = {r[0] for r in con.sql(f"DESCRIBE {quote(LEAF)}").fetchall()}
-    table = con.sql(floor_query(graph_name, leaf_columns, native=native)).to_arrow_table()
+    table = con.sql(floor_query(graph_name, leaf_columns)).to_arrow_table()
     seconds = time.perf_counter() - t0
     con.close()
     counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
@@ -160,10 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     p_time = sub.add_parser("time", help="time the floor query on the store in DIR")
     p_time.add_argument("--graph", required=True)
     p_time.add_argument("--dir", type=Path, required=True)
-    p_time.add_argument("--native-hash", action="store_true", help="DuckDB's hash() (other bits)")
     p_sql = sub.add_parser("sql", help="print the floor query")
     p_sql.add_argument("--graph", required=True)
-    p_sql.add_argument("--native-hash", action="store_true")
     p_sql.add_argument("--dir", type=Path, help="the store whose leaf table to read (else none)")
     args = parser.parse_args(argv)
     if args.command == "sql":
@@ -172,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
             con = duckdb.connect(str(args.dir / DB_FILE), read_only=True)
             leaf_columns = {r[0] for r in con.sql(f"DESCRIBE {quote(LEAF)}").fetchall()}
             con.close()
-        print(floor_query(args.graph, leaf_columns, native=args.native_hash))
+        print(floor_query(args.graph, leaf_columns))
         return
-    print(json.dumps(time_floor(args.graph, args.dir, native=args.native_hash)), flush=True)
+    print(json.dumps(time_floor(args.graph, args.dir)), flush=True)
 
 
 if __name__ == "__main__":

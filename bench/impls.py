@@ -28,8 +28,6 @@ class Impl:
             return [sys.executable, "-m", "bench.ours", "time", *where, "--engine", engine]
         if self.name == "floor":
             return [sys.executable, "-m", "bench.floor", "time", *where]
-        if self.name == "floor-nativehash":
-            return [sys.executable, "-m", "bench.floor", "time", *where, "--native-hash"]
         if self.name == "peer":
             return [str(peer_python), str(PEER_RUNNER), "time", *where]
         raise ValueError(f"unknown implementation {self.name!r}")
@@ -45,15 +43,10 @@ IMPLS: Final[dict[str, Impl]] = {
         Impl(
             "floor",
             "ours",
-            ALL_COUNTS,
-            "one hand-written DuckDB query, metaxy_xxh64 UDF, hashing only candidates",
-        ),
-        Impl(
-            "floor-nativehash",
-            "ours",
             ("new", "orphaned"),
-            "the floor with DuckDB's native hash(): other bits, so in the stale phase every "
-            "candidate counts as stale (N/10 for pruned too); shows the UDF's cost",
+            "one hand-written DuckDB query, DuckDB's built-in hash() over the typed values, "
+            "integer outputs, hashing only candidates; other bits, so in the stale phase every "
+            "candidate counts as stale (N/10 for pruned too)",
         ),
         Impl(
             "peer",

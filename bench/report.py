@@ -120,6 +120,31 @@ def tables(cases: Sequence[dict[str, Any]], impls: Sequence[str], rounds: int) -
     )
 
 
+def write_table(writes: Sequence[dict[str, Any]], rounds: int) -> str:
+    """The printed write report: ours against a plain insert of the same columns."""
+    rows = [
+        [
+            w["graph"],
+            size_label(w["n"]),
+            "write",
+            _fmt(w["median_seconds"].get("ours"), ".3f"),
+            _fmt(w["median_seconds"].get("insert"), ".3f"),
+            _fmt(w.get("ratio_ours_insert"), ".2f", "x"),
+            _fmt(w["peak_rss_mb"].get("ours"), ".0f"),
+            _fmt(w["peak_rss_mb"].get("insert"), ".0f"),
+        ]
+        for w in writes
+    ]
+    header = ["graph", "n", "what", "ours", "insert", "ours/insert", "ours MiB", "insert MiB"]
+    return "\n\n".join(
+        [
+            f"write of N root rows in one call: median seconds of {rounds} round(s), each a fresh "
+            "process and a new file (peak RSS in MiB)",
+            _table(header, rows),
+        ]
+    )
+
+
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     return done.stdout.strip()

@@ -16,7 +16,7 @@ from metaxy_core.definitions import (
 )
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.hashing import hash_parts, hash_string
+from metaxy_core.hashing import hash_parts, hash_string, to_hex
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.duckdb import DuckDBMetadataStore
@@ -45,4 +45,5 @@ __all__ = [
     "errors",
     "hash_parts",
     "hash_string",
+    "to_hex",
 ]

@@ -22,8 +22,9 @@ __all__ = ["HashShard", "SampleFilter"]
 class HashShard:
     """Samples whose id hash, modulo ``count``, equals ``index``.
 
-    The id hash is xxhash64 (seed 42) of the canonical string of the id values cast to
-    strings, in id-column order.
+    The id hash is xxhash64 (seed 42, a signed 64-bit integer) of the canonical string of the
+    id values cast to strings, in id-column order; its shard is the floored remainder, never
+    negative (``hash_string(id) % count`` in Python, ``pmod`` in Spark).
     """
 
     count: int

@@ -1,23 +1,40 @@
 """The one hash of metaxy, in Python, Polars and DuckDB.
 
-Every version and every provenance is ``xxhash64`` (seed 42) of a canonical UTF-8 string,
-rendered as 16 lowercase hex characters. A canonical string joins its parts with
-:data:`SEPARATOR`; a missing part is written as :data:`NULL_SENTINEL`. Neither character can
-appear in a hex digest, so distinct part lists never collide by concatenation.
+Every hash is XXH64 with seed 42 of ONE canonical UTF-8 string, held as a **signed 64-bit
+integer** (the unsigned digest's bits read as ``int64``). A canonical string joins its parts
+with :data:`SEPARATOR`; a missing part is written as :data:`NULL_SENTINEL`; a part that is
+itself a hash (a 64-bit integer: a data version, a provenance) is written as its 16 lowercase
+hex digits (:func:`to_hex`), the same text people read. Neither character can appear in a hex
+digest, so distinct part lists of versions never collide by concatenation.
 
-Seed 42 is Spark's: Spark's native ``xxhash64`` over one string column is XXH64 with seed 42,
-so a Spark engine can stay native.
+Engines with a native XXH64-seed-42-over-one-string compute the same bits without Python:
+Spark's ``xxhash64(s)`` and ClickHouse's ``xxHash64Spark(s)`` (26.7+) return exactly this
+signed value, and both render a 64-bit integer as 16 hex digits natively
+(``lower(lpad(hex(x), 16, '0'))``). Polars uses the ``polars-hash`` plugin; DuckDB has no XXH64
+built in, so its rows are hashed in Polars (or, off the hot path, in a vectorized Arrow
+function, see :func:`register_duckdb_hash`).
+
+Sample-level hashes (provenance, data versions) are stored as these integers; definition-level
+versions (recipes, field, feature and graph versions) are few and shown in UIs, so they are kept
+as their hex text.
 
 >>> hash_parts(["a", "b"])
+7675078895925983902
+>>> to_hex(hash_parts(["a", "b"]))
 '6a835b976ec3fa9e'
 >>> hash_parts(["a", None]) == hash_parts(["a", NULL_SENTINEL])
+True
+>>> hash_parts(["x", -7444071767201028348]) == hash_parts(["x", "98b1582b0977e704"])
 True
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Final, cast
 
@@ -27,8 +44,6 @@ import polars_hash as plh
 import pyarrow as pa
 import xxhash
 
-from metaxy_core import native_hash
-
 if TYPE_CHECKING:
     import duckdb
 
@@ -37,28 +52,33 @@ __all__ = [
     "NULL_SENTINEL",
     "SEED",
     "SEPARATOR",
-    "arrow_hash",
     "canonical",
+    "from_hex",
     "hash_parts",
     "hash_string",
     "polars_hash",
-    "polars_hash_u64",
+    "polars_hash_text",
+    "polars_hash_texts",
+    "polars_hex",
     "polars_id_text",
     "register_duckdb_hash",
     "sql_hash",
+    "sql_hex",
     "sql_id_text",
+    "to_hex",
 ]
 
 SEED: Final = 42
 SEPARATOR: Final = "\x1f"  # ASCII unit separator
 NULL_SENTINEL: Final = "\x1e"  # ASCII record separator
-HASH_ALGORITHM: Final = "xxhash64-seed42-hex16"
+HASH_ALGORITHM: Final = "xxhash64-seed42-int64"
 DUCKDB_FUNCTION: Final = "metaxy_xxh64"
-DUCKDB_U64: Final = "metaxy_xxh64_u64"
 
+_SIGN: Final = 1 << 63
+_MASK: Final = (1 << 64) - 1
 # The four ASCII hex digits of every 16-bit value, packed little-endian so that viewing a
 # uint32 array as bytes yields the digits in reading order.
-_HEX_QUADS = np.frombuffer("".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4")
+_HEX_QUADS: Final = np.frombuffer("".join(f"{v:04x}" for v in range(1 << 16)).encode(), dtype="<u4")
 
 
 def polars_id_text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -80,125 +100,234 @@ def sql_id_text(name: str, sql_type: str) -> str:
     return f"CAST({name} AS VARCHAR)"
 
 
-def canonical(parts: Sequence[str | None]) -> str:
-    """Join parts into the canonical string that is hashed."""
-    return SEPARATOR.join(NULL_SENTINEL if p is None else p for p in parts)
+def canonical(parts: Sequence[str | int | None]) -> str:
+    """Join parts into the canonical string that is hashed (hashes as their hex text)."""
+    return SEPARATOR.join(
+        NULL_SENTINEL if p is None else to_hex(p) if isinstance(p, int) else p for p in parts
+    )
 
 
-def hash_string(value: str) -> str:
-    """Hash one string: xxhash64 with seed 42 as 16 lowercase hex characters.
+def _signed(unsigned: int) -> int:
+    return unsigned - (1 << 64) if unsigned & _SIGN else unsigned
 
+
+def hash_string(value: str) -> int:
+    """Hash one string: XXH64 (seed 42) of its UTF-8 bytes, as a signed 64-bit integer.
+
+    >>> hash_string("abc")
+    1423657621850124518
     >>> hash_string("")
-    '98b1582b0977e704'
+    -7444071767201028348
     """
-    return xxhash.xxh64_hexdigest(value.encode("utf-8"), seed=SEED)
+    return _signed(xxhash.xxh64_intdigest(value.encode("utf-8"), seed=SEED))
 
 
-def hash_parts(parts: Sequence[str | None]) -> str:
+def hash_parts(parts: Sequence[str | int | None]) -> int:
     """Hash the canonical string of ``parts``."""
     return hash_string(canonical(parts))
 
 
-def _u64_to_hex(values: np.ndarray) -> pa.Array:
-    """Render unsigned 64-bit integers as 16-character lowercase hex strings, vectorized."""
+def to_hex(value: int) -> str:
+    """A hash as people read it: the 16 lowercase hex digits of its unsigned bits.
+
+    >>> to_hex(-7444071767201028348)
+    '98b1582b0977e704'
+    """
+    return f"{value & _MASK:016x}"
+
+
+def from_hex(text: str) -> int:
+    """The hash that :func:`to_hex` rendered as ``text``.
+
+    >>> from_hex("98b1582b0977e704")
+    -7444071767201028348
+    """
+    return _signed(int(text, 16))
+
+
+def _hex_digits(values: np.ndarray) -> np.ndarray:
+    """The 16 hex digits of each 64-bit value, as an ``(n, 16)`` array of ASCII bytes."""
     n = len(values)
     # The four 16-bit words of each little-endian value, most significant first.
-    words = values.astype("<u8", copy=False).view("<u2").reshape(n, 4)[:, ::-1]
-    digits = _HEX_QUADS[words].view(np.uint8)
-    if n * 16 < 2**31:
-        offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
-    offsets64 = np.arange(0, 16 * (n + 1), 16, dtype=np.int64)
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets64), pa.py_buffer(digits))
+    words = values.astype("<i8", copy=False).view("<u2").reshape(n, 4)[:, ::-1]
+    digits: np.ndarray = _HEX_QUADS[words].view(np.uint8).reshape(n, 16)
+    return digits
 
 
-def _hex_series(hashes: pl.Series) -> pl.Series:
-    return pl.Series(hashes.name, _u64_to_hex(hashes.to_numpy()), dtype=pl.String)
+def _strings(rows: np.ndarray) -> pl.Series:
+    """Equal-width rows (wider than 12) of ASCII bytes as a Polars string series.
+
+    Built as Arrow string views over the rows' buffer, the layout Polars keeps strings in, so
+    Polars takes them without a copy (from plain Arrow strings it would build the views).
+    """
+    n, width = rows.shape
+    data = np.ascontiguousarray(rows)
+    views = np.empty((n, 4), dtype="<u4")  # length, first 4 bytes, buffer index, offset
+    views[:, 0] = width
+    views[:, 1] = data[:, :4].copy().view("<u4").ravel() if n else 0
+    views[:, 2] = 0
+    views[:, 3] = np.arange(0, width * n, width, dtype="<u4")
+    buffers = [None, pa.py_buffer(views), pa.py_buffer(data)]
+    series = pl.from_arrow(pa.Array.from_buffers(pa.string_view(), n, buffers))
+    assert isinstance(series, pl.Series)
+    return series
 
 
-def polars_hash_u64(parts: Sequence[pl.Expr]) -> pl.Expr:
-    """Like :func:`polars_hash`, as the unsigned 64-bit integer before hex rendering."""
-    filled = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
-    # One part is its own canonical string: no copy.
-    joined = filled[0] if len(filled) == 1 else plh.concat_str(*filled, separator=SEPARATOR)
-    return cast("plh.HExpr", joined).nchash.xxhash64(seed=SEED)  # the plugin's namespace
+def _hex_series(values: pl.Series) -> pl.Series:
+    """:func:`to_hex` of every value of an ``Int64`` series; null stays null."""
+    filled = values.cast(pl.Int64).fill_null(0).to_numpy()
+    text = _strings(_hex_digits(filled)).alias(values.name)
+    return text if not values.has_nulls() else text.zip_with(values.is_not_null(), text.clear(1))
+
+
+def polars_hex(expr: pl.Expr) -> pl.Expr:
+    """:func:`to_hex` of each value of an ``Int64`` expression, as a string; null stays null.
+
+    >>> pl.select(polars_hex(pl.lit(-7444071767201028348))).item()
+    '98b1582b0977e704'
+    """
+    return expr.map_batches(_hex_series, return_dtype=pl.String)
+
+
+def _hash_rows(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
+    """Hash ``[*prefix, *row]`` for every row of a struct of ``Int64`` hashes."""
+    columns = [parts.struct.field(name) for name in parts.struct.fields]
+    if any(col.has_nulls() for col in columns):
+        texts = [pl.lit(p) for p in prefix] + [
+            polars_hex(pl.lit(col)).fill_null(NULL_SENTINEL) for col in columns
+        ]
+        joined = plh.concat_str(*texts, separator=SEPARATOR)
+        return pl.select(polars_hash_text(joined)).to_series().alias(parts.name)
+    # No null: every canonical string has the same width, so they are written side by side
+    # into one buffer, with the constant prefix and separators in place, and hashed there;
+    # in blocks, on every core (numpy and Polars release the GIL), in bounded memory.
+    values = [col.cast(pl.Int64).to_numpy() for col in columns]
+    n = parts.len()
+    hashed = np.empty(n, dtype=np.int64)
+    blocks = [(lo, min(lo + _BLOCK_ROWS, n)) for lo in range(0, n, _BLOCK_ROWS)]
+    work = partial(_hash_block, "".join(p + SEPARATOR for p in prefix).encode(), values, hashed)
+    if len(blocks) > 1:
+        list(_pool().map(work, blocks))
+    else:
+        list(map(work, blocks))
+    return pl.Series(parts.name, hashed, dtype=pl.Int64)
+
+
+def _hash_block(
+    head: bytes, values: list[np.ndarray], out: np.ndarray, block: tuple[int, int]
+) -> None:
+    lo, hi = block
+    rows = np.empty((hi - lo, len(head) + 17 * len(values) - 1), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    at = len(head)
+    for column in values:
+        if at > len(head):
+            rows[:, at - 1] = ord(SEPARATOR)
+        rows[:, at : at + 16] = _hex_digits(column[lo:hi])
+        at += 17
+    strings = _strings(rows).to_frame("s")
+    out[lo:hi] = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+
+
+_BLOCK_ROWS: Final = 1 << 17
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool of threads per process, created on first use."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(os.cpu_count() or 1, "metaxy-hash"))
+        return _POOL[0]
+
+
+# A forked child has none of its parent's threads: it starts a pool of its own.
+os.register_at_fork(after_in_child=_POOL.clear)
 
 
 def polars_hash(parts: Sequence[pl.Expr | str]) -> pl.Expr:
-    """A Polars expression hashing the canonical string of ``parts``: string constants, then
-    expressions (cast to strings).
+    """A Polars ``Int64`` expression hashing the canonical string of ``parts``: string
+    constants first, then ``Int64`` expressions of hashes (written as their hex text, null as
+    :data:`NULL_SENTINEL`). For parts that are text, see :func:`polars_hash_texts`.
 
-    The C row hash (:mod:`metaxy_core.native_hash`) reads the columns where they are and never
-    builds the canonical string; without it, Polars joins and hashes them (the same bits).
-
-    >>> pl.select(h=polars_hash(["a", pl.lit("b")])).item()
-    '6a835b976ec3fa9e'
+    >>> pl.select(h=polars_hash(["a", pl.lit(-7444071767201028348)])).item() == hash_parts(
+    ...     ["a", "98b1582b0977e704"]
+    ... )
+    True
     """
     split = next((i for i, p in enumerate(parts) if not isinstance(p, str)), len(parts))
-    prefix = [p for p in parts[:split] if isinstance(p, str)]
-    columns = [pl.lit(p) if isinstance(p, str) else p for p in parts[split:]]
+    prefix = tuple(p for p in parts[:split] if isinstance(p, str))
+    columns = [p for p in parts[split:] if not isinstance(p, str)]
+    if len(columns) != len(parts) - split:
+        raise ValueError("polars_hash: string constants must come before the expressions")
     if not columns:
-        return pl.lit(hash_parts(prefix))
-    if not native_hash.available():
-        # Not marked elementwise: Polars would then call the renderer per small morsel, which
-        # doubled the time of a 1M-row write.
-        fallback = polars_hash_u64([*map(pl.lit, prefix), *columns])
-        return fallback.map_batches(_hex_series, return_dtype=pl.String)
-    fields = [e.cast(pl.String).alias(f"__metaxy_part{i}") for i, e in enumerate(columns)]
+        return pl.lit(hash_parts(prefix), pl.Int64)
+    fields = [e.alias(f"__metaxy_part{i}") for i, e in enumerate(columns)]
+    # Not marked elementwise: Polars would then call it per small morsel.
     return pl.struct(fields).map_batches(
-        partial(_native_batch, tuple(prefix)), return_dtype=pl.String
+        lambda batch: _hash_rows(prefix, batch), return_dtype=pl.Int64
     )
 
 
-def arrow_hash(prefix: Sequence[str], columns: Sequence[pa.ChunkedArray]) -> pa.ChunkedArray:
-    """``hash_parts([*prefix, *row])`` of every row of Arrow string ``columns``, by the C row
-    hash (:mod:`metaxy_core.native_hash`; check ``native_hash.available()`` first)."""
-    return native_hash.hash_columns(
-        prefix, columns, separator=SEPARATOR, sentinel=NULL_SENTINEL, seed=SEED
-    )
+def polars_hash_texts(parts: Sequence[pl.Expr]) -> pl.Expr:
+    """A Polars ``Int64`` expression hashing the canonical string of text ``parts`` (each cast
+    to a string; null as :data:`NULL_SENTINEL`).
+
+    >>> pl.select(h=polars_hash_texts([pl.lit("a"), pl.lit("b")])).item()
+    7675078895925983902
+    """
+    texts = [p.cast(pl.String).fill_null(NULL_SENTINEL) for p in parts]
+    # One part is its own canonical string: no copy.
+    joined = texts[0] if len(texts) == 1 else plh.concat_str(*texts, separator=SEPARATOR)
+    return polars_hash_text(joined)
 
 
-def _native_batch(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
-    """Hash the rows of a struct of string parts with the C row hash, without copying them."""
-    table = parts.struct.unnest().to_arrow(compat_level=pl.CompatLevel.newest())
-    hashed = pl.from_arrow(arrow_hash(prefix, table.columns), rechunk=False)
-    assert isinstance(hashed, pl.Series)
-    return hashed.alias(parts.name)
+def polars_hash_text(expr: pl.Expr) -> pl.Expr:
+    """:func:`hash_string` of each value of a string expression, as ``Int64``; null stays
+    null.
+
+    >>> pl.select(h=polars_hash_text(pl.lit("abc"))).item()
+    1423657621850124518
+    """
+    hashed = cast("plh.HExpr", expr).nchash.xxhash64(seed=SEED)  # the plugin's namespace
+    return hashed.reinterpret(signed=True)
 
 
-def _duckdb_u64(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+def _duckdb_hash(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     strings = pl.Series("v", values, dtype=pl.String)
-    return strings.to_frame().select(plh.col("v").nchash.xxhash64(seed=SEED)).to_series().to_arrow()
-
-
-def _duckdb_udf(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return _u64_to_hex(pl.Series(_duckdb_u64(values)).to_numpy())
+    return strings.to_frame().select(polars_hash_texts([pl.col("v")])).to_series().to_arrow()
 
 
 def register_duckdb_hash(connection: duckdb.DuckDBPyConnection) -> None:
-    """Register ``metaxy_xxh64(VARCHAR) -> VARCHAR`` on a DuckDB connection.
+    """Register ``metaxy_xxh64(VARCHAR) -> BIGINT`` on a DuckDB connection.
 
-    DuckDB has no native xxhash64 and extensions cannot be downloaded offline, so the function
-    is a vectorized Arrow UDF backed by the same Rust hash that the Polars engine uses.
+    DuckDB has no XXH64 built in and extensions cannot be downloaded offline, so the function
+    is a vectorized Arrow UDF backed by the same ``polars-hash`` as the Polars engine. It
+    serves group versions and hash shards; provenance leaves DuckDB and is hashed in Polars.
     """
     import duckdb
 
-    functions = {DUCKDB_FUNCTION: (_duckdb_udf, "VARCHAR"), DUCKDB_U64: (_duckdb_u64, "UBIGINT")}
-    for name, (function, returns) in functions.items():
-        # Registering twice on one connection raises; the first registration is the same.
-        with contextlib.suppress(duckdb.NotImplementedException):
-            connection.create_function(
-                name,
-                function,
-                [duckdb.sqltype("VARCHAR")],
-                duckdb.sqltype(returns),
-                type="arrow",  # type: ignore[call-overload]  # the stubs type these as enums
-                null_handling="special",
-            )
+    # Registering twice on one connection raises; the first registration is the same.
+    with contextlib.suppress(duckdb.NotImplementedException):
+        connection.create_function(
+            DUCKDB_FUNCTION,
+            _duckdb_hash,
+            [duckdb.sqltype("VARCHAR")],
+            duckdb.sqltype("BIGINT"),
+            type="arrow",  # type: ignore[call-overload]  # the stubs type these as enums
+            null_handling="special",
+        )
 
 
-def sql_hash(parts: Sequence[str], *, as_u64: bool = False) -> str:
-    """SQL hashing the canonical string of ``parts`` (SQL string expressions)."""
+def sql_hex(expr: str) -> str:
+    """SQL rendering a ``BIGINT`` hash as :func:`to_hex` does."""
+    return f"printf('%016x', {expr})"
+
+
+def sql_hash(parts: Sequence[str]) -> str:
+    """SQL hashing the canonical string of text ``parts`` (SQL expressions; a hash must be
+    rendered with :func:`sql_hex` first) to a ``BIGINT``, with the function
+    :func:`register_duckdb_hash` adds."""
     filled = [f"coalesce(CAST({p} AS VARCHAR), chr({ord(NULL_SENTINEL)}))" for p in parts]
-    function = DUCKDB_U64 if as_u64 else DUCKDB_FUNCTION
-    return f"{function}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"
+    return f"{DUCKDB_FUNCTION}(concat_ws(chr({ord(SEPARATOR)}), {', '.join(filled)}))"

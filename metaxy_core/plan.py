@@ -20,9 +20,9 @@ Polars plan or to SQL; both follow the same steps:
    unchanged provenance, so it is neither hashed nor returned. A stored child joins its
    parent, so all children of a changed parent are candidates, one row each.
 3. Hash each candidate field's recipe with its inputs; a differing provenance is **stale**.
-   The engine hands over the input columns as they are; the row hash
-   (:func:`metaxy_core.hashing.polars_hash`) reads them in place, without building the
-   canonical strings.
+   The engine hands over the input columns as they are (64-bit integers) and
+   :func:`metaxy_core.hashing.polars_hash` hashes the canonical string of each field: its
+   recipe, then its inputs' decimal text, in canonical order.
 
 **Group version** of a data version column ``v`` over the members of one group: each member
 is the canonical string of its upstream id values (their canonical text, see

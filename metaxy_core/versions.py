@@ -12,7 +12,9 @@
 - **graph version** (snapshot): hash of all feature versions.
 
 All are :func:`~metaxy_core.hashing.hash_parts` of canonical strings, in a fixed order, so they
-are identical across processes, machines and Python versions.
+are identical across processes, machines and Python versions. They are few and shown to people
+(Dagster code versions, the store's version tables), so they are kept as 16 hex digits
+(:func:`~metaxy_core.hashing.to_hex`), unlike sample-level versions (64-bit integers).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from metaxy_core.definitions import FeatureDep, FieldRef
-from metaxy_core.hashing import hash_parts
+from metaxy_core.hashing import hash_parts, to_hex
 
 if TYPE_CHECKING:
     from metaxy_core.graph import FeatureGraph
@@ -69,6 +71,10 @@ def read_through(dep: FeatureDep) -> str:
     return dep.lineage.value + (text if shaping else "")
 
 
+def _version(parts: list[str]) -> str:
+    return to_hex(hash_parts(parts))
+
+
 def compute_versions(graph: FeatureGraph) -> GraphVersions:
     """Compute recipes and versions of every field, feature and of the graph."""
     recipes: dict[FieldRef, str] = {}
@@ -81,9 +87,9 @@ def compute_versions(graph: FeatureGraph) -> GraphVersions:
             ref = FieldRef(key, field.key)
             deps = graph.field_deps(key, field.key)
             reads = [f"{d}@{through[d.feature]}" for d in deps]
-            recipes[ref] = hash_parts(["recipe/v1", key, field.key, field.code_version, *reads])
-            fields[ref] = hash_parts(["field/v1", recipes[ref], *(fields[d] for d in deps)])
+            recipes[ref] = _version(["recipe/v1", key, field.key, field.code_version, *reads])
+            fields[ref] = _version(["field/v1", recipes[ref], *(fields[d] for d in deps)])
         own = [f"{f}={fields[FieldRef(key, f)]}" for f in sorted(spec.field_keys)]
-        features[key] = hash_parts(["feature/v1", key, *own])
-    snapshot = hash_parts(["graph/v1", *(f"{k}={features[k]}" for k in sorted(features))])
+        features[key] = _version(["feature/v1", key, *own])
+    snapshot = _version(["graph/v1", *(f"{k}={features[k]}" for k in sorted(features))])
     return GraphVersions(recipes=recipes, fields=fields, features=features, graph=snapshot)

@@ -21,7 +21,15 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import FeatureDep, FeatureGraph, FeatureSpec, FieldSpec, errors, hash_parts
+from metaxy_core import (
+    FeatureDep,
+    FeatureGraph,
+    FeatureSpec,
+    FieldSpec,
+    errors,
+    hash_parts,
+    to_hex,
+)
 from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.materialize import materialize
@@ -147,7 +155,9 @@ def metaxy_asset(
         feature_graph = _graph(described, known)
         metadata = definition_metadata(feature_graph, described, columns or {}, partitions)
         code_version = asset_code_version(feature_graph, described.key)
-        metadata[FINGERPRINT_KEY] = hash_parts(["fingerprint/v1", code_version, _source(fn)])
+        metadata[FINGERPRINT_KEY] = to_hex(
+            hash_parts(["fingerprint/v1", code_version, _source(fn)])
+        )
         resource_keys = kwargs.pop("required_resource_keys", None)
         signature, call = _wrap(fn, described, store_key, resource_keys is not None)
         takes_store = store_key in _signature(fn).parameters

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from metaxy_core import FeatureGraph, FeatureSpec, columns, hash_parts
+from metaxy_core import FeatureGraph, FeatureSpec, columns, hash_parts, to_hex
 from metaxy_dagster.features import FEATURE_KEY, GRAPH_KEY, graph_metadata, partitions_metadata
 from metaxy_dagster.partitions import MetaxyPartitions
 
@@ -27,14 +27,14 @@ def _schema(spec: FeatureSpec, user_columns: Mapping[str, str]) -> dg.TableSchem
         cols.append(
             dg.TableColumn(
                 columns.provenance_column(field.key),
-                "string",
+                "int64",
                 description=f"hash of what field {field.key!r} was computed from",
             )
         )
         cols.append(
             dg.TableColumn(
                 columns.data_version_column(field.key),
-                "string",
+                "int64",
                 description=f"version of the content of field {field.key!r}",
             )
         )
@@ -81,7 +81,7 @@ def asset_code_version(graph: FeatureGraph, feature: str) -> str:
     """
     recipes = graph.versions.recipes
     own = sorted(f"{ref.field}={v}" for ref, v in recipes.items() if ref.feature == feature)
-    return hash_parts(["dagster-code-version/v1", feature, *own])
+    return to_hex(hash_parts(["dagster-code-version/v1", feature, *own]))
 
 
 def definition_metadata(

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from metaxy_core import FeatureGraph, IncrementCounts, Lineage, MetadataStore, hash_parts
+from metaxy_core import (
+    FeatureGraph,
+    IncrementCounts,
+    Lineage,
+    MetadataStore,
+    hash_parts,
+    to_hex,
+)
 from metaxy_dagster.features import (
     FEATURE_KEY,
     feature_graph,
@@ -139,7 +146,7 @@ def _generation(store: MetadataStore, feature: str, fingerprint: str) -> str:
     reads, and its own definition. Not its own writes: finishing one partition's run leaves
     the generation (and the run keys) of its other partitions as they were."""
     seqs = [f"{up}={store.last_write_seq(up)}" for up in store.graph.upstream(feature)]
-    return hash_parts(["metaxy-generation/v1", feature, fingerprint, *seqs])
+    return to_hex(hash_parts(["metaxy-generation/v1", feature, fingerprint, *seqs]))
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,9 @@ def build_metaxy_sensor(
     }
     policy = retry_policy or dg.RetryPolicy(max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL)
     selected = set(metaxy_features(assets))
-    code = hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
+    code = to_hex(
+        hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
+    )
     keys = [asset_key(f) for f in sorted(selected)]
 
     @dg.sensor(

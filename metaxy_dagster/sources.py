@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from metaxy_core import columns, hash_string
+from metaxy_core import columns, hash_string, to_hex
 from metaxy_core.store.rows import to_polars
 from metaxy_dagster.metadata import asset_key
 
@@ -64,7 +64,7 @@ def build_root_source(
         # Sorted, so the version depends on the samples only, never on the scan's order.
         canonical = samples.select(*ids, *versions).sort(ids).write_csv()
         return dg.ObserveResult(
-            data_version=dg.DataVersion(hash_string(canonical)),
+            data_version=dg.DataVersion(to_hex(hash_string(canonical))),
             metadata={"metaxy/samples": samples.height, "metaxy/fields": len(versions)},
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from metaxy_core import FeatureGraph, FeatureSpec, native_hash  # noqa: E402
+from metaxy_core import FeatureGraph, FeatureSpec  # noqa: E402
 from tests.reference import reference_graph as _reference_graph  # noqa: E402
 from tests.reference import reference_specs as _reference_specs  # noqa: E402
 
@@ -29,12 +28,3 @@ def reference_specs() -> list[FeatureSpec]:
 def reference_graph() -> FeatureGraph:
     """The reference graph at code version "1"."""
     return _reference_graph()
-
-
-@pytest.fixture(params=["native", "fallback"])
-def row_hash(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Runs a test with the C row hash, then with the Polars fallback used where it is not
-    built (see :mod:`metaxy_core.native_hash`)."""
-    if request.param == "fallback":
-        monkeypatch.setattr(native_hash, "_LIB", None)
-    yield request.param

@@ -56,7 +56,7 @@ def text(value: Any) -> str:
 
 
 def shard_of(value: Any, count: int) -> int:
-    return int(hash_string(text(value)), 16) % count
+    return hash_string(text(value)) % count
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -128,7 +128,7 @@ def test_group_versions_hash_datetime_member_ids_as_epoch_nanoseconds(
     recipe = event_graph().versions.recipes[FieldRef("sessions", "signal")]
     for session in ("s1", "s2"):
         members = sorted(
-            (f"{session}\x1f{text(at)}", [session, text(at), dv])
+            (f"{session}\x1f{text(at)}", [session, text(at), hash_string(dv)])
             for s, at, dv in events.iter_rows()
             if s == session
         )

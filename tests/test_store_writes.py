@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from metaxy_core import DuckDBMetadataStore, MetadataStore, errors
+from metaxy_core import DuckDBMetadataStore, MetadataStore, errors, hash_string
 from metaxy_core.testing import STORE_KINDS, make_store, root_samples
 from tests.reference import reference_graph
 
@@ -42,15 +42,36 @@ def test_write_adds_every_system_column(store: MetadataStore) -> None:
     assert rows["metaxy_feature_version"].to_list() == [graph.versions.features["video/raw"]] * 2
     assert rows["metaxy_graph_version"].to_list() == [graph.versions.graph] * 2
     assert rows["metaxy_run_id"].to_list() == ["r1", "r1"]
-    assert rows["metaxy_data_version__audio"].to_list() == ["a", "a"]
-    assert rows["metaxy_provenance__audio"].str.len_chars().to_list() == [16, 16]
+    # A data version given as text is stored as the hash of the text.
+    assert rows["metaxy_data_version__audio"].to_list() == [hash_string("a")] * 2
+    hashes = rows.columns[2:8]
+    assert hashes[0] == "metaxy_provenance__audio" and hashes[-1] == "metaxy_data_version"
+    assert [rows.schema[n] for n in hashes] == [pl.Int64] * 6
+
+
+def test_integer_data_versions_are_stored_as_they_are(store: MetadataStore) -> None:
+    frame = _raw(["v1", "v2"]).with_columns(
+        metaxy_data_version__audio=pl.Series([2**63 - 1, 2**63], dtype=pl.UInt64),
+        metaxy_data_version__frames=pl.Series([-5, 7], dtype=pl.Int32),
+    )
+    store.write("video/raw", frame)
+    rows = store.read("video/raw").sort("video_id")
+    # UInt64 keeps its bits (an unsigned digest), other integers their value.
+    assert rows["metaxy_data_version__audio"].to_list() == [2**63 - 1, -(2**63)]
+    assert rows["metaxy_data_version__frames"].to_list() == [-5, 7]
+    assert store.count_update("video/raw", samples=frame).total == 0
+    changed = frame.with_columns(metaxy_data_version__frames=pl.Series([-5, 8], dtype=pl.Int64))
+    assert store.resolve_update("video/raw", samples=changed).stale["video_id"].to_list() == ["v2"]
 
 
 def test_latest_write_is_current_and_history_keeps_all(store: MetadataStore) -> None:
     store.write("video/raw", _raw(["v1", "v2"], audio="old"))
     store.write("video/raw", _raw(["v2"], audio="new"))
     current = store.read("video/raw").sort("video_id")
-    assert current["metaxy_data_version__audio"].to_list() == ["old", "new"]
+    assert current["metaxy_data_version__audio"].to_list() == [
+        hash_string("old"),
+        hash_string("new"),
+    ]
     assert current["metaxy_write_seq"].to_list() == [1, 2]
     history = store.read("video/raw", history=True)
     assert history.select("video_id", "metaxy_write_seq").rows() == [
@@ -117,9 +138,11 @@ BAD_ROOT_WRITES = [
         r"field 'frames'\) is missing",
     ),
     (
-        _raw(["v1"]).with_columns(metaxy_data_version__audio=pl.lit(5)),
+        _raw(["v1"]).with_columns(metaxy_data_version__audio=pl.lit(5.0)),
         errors.ColumnTypeError,
-        r"feature 'video/raw': column 'metaxy_data_version__audio' must hold strings, got Int32",
+        r"feature 'video/raw': column 'metaxy_data_version__audio' must hold strings or "
+        r"integers, got Float64\. Cast it to a string \(e\.g\. a hex digest of the content\) or "
+        r"to an integer\.",
     ),
 ]
 
@@ -198,6 +221,22 @@ def test_store_refuses_another_format(tmp_path: Path) -> None:
     with pytest.raises(
         errors.StoreFormatError,
         match=r"was written with hash_algorithm 'md5', but this metaxy uses "
-        r"'xxhash64-seed42-hex16'\. Open it with the metaxy version that wrote it",
+        r"'xxhash64-seed42-int64'\. Open it with the metaxy version that wrote it",
+    ):
+        DuckDBMetadataStore(reference_graph(), path).read("video/raw")
+
+
+def test_store_refuses_a_store_of_hex_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    DuckDBMetadataStore(reference_graph(), path).write("video/raw", _raw(["v1"]))
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE metaxy_store_info SET value = '1' WHERE key = 'format_version'")
+    con.close()
+    with pytest.raises(
+        errors.StoreFormatError,
+        match=r"was written with format_version '1', but this metaxy uses '2' \(its hashes are "
+        r"16-character hex strings; this metaxy stores signed 64-bit integers\)\. Open it with "
+        r"the metaxy version that wrote it, or start a new store file and write the root "
+        r"features again\.",
     ):
         DuckDBMetadataStore(reference_graph(), path).read("video/raw")

@@ -12,7 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metaxy_core import FeatureGraph, FeatureSpec, FieldDep, FieldRef, FieldSpec, hash_parts
+from metaxy_core import (
+    FeatureGraph,
+    FeatureSpec,
+    FieldDep,
+    FieldRef,
+    FieldSpec,
+    hash_parts,
+    to_hex,
+)
 from tests.reference import REFERENCE_FIELDS, reference_graph, reference_specs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,17 +86,22 @@ def reference_graph_version(code_versions: dict[tuple[str, str], str]) -> str:
     return reference_graph(code_versions).versions.graph
 
 
+def version(parts: list[str]) -> str:
+    """A definition-level version: the hash of the canonical string, as its hex text."""
+    return to_hex(hash_parts(parts))
+
+
 def test_the_recipe_spelled_out() -> None:
     """The canonical strings behind the versions, as the versions module documents them."""
     versions = reference_graph().versions
-    raw_audio_recipe = hash_parts(["recipe/v1", "video/raw", "audio", "1"])
-    raw_audio = hash_parts(["field/v1", raw_audio_recipe])
-    raw_frames = hash_parts(["field/v1", hash_parts(["recipe/v1", "video/raw", "frames", "1"])])
-    crop_audio_recipe = hash_parts(
+    raw_audio_recipe = version(["recipe/v1", "video/raw", "audio", "1"])
+    raw_audio = version(["field/v1", raw_audio_recipe])
+    raw_frames = version(["field/v1", version(["recipe/v1", "video/raw", "frames", "1"])])
+    crop_audio_recipe = version(
         ["recipe/v1", "video/crop", "audio", "1", "video/raw.audio@identity"]
     )
-    crop_audio = hash_parts(["field/v1", crop_audio_recipe, raw_audio])
-    raw = hash_parts(["feature/v1", "video/raw", f"audio={raw_audio}", f"frames={raw_frames}"])
+    crop_audio = version(["field/v1", crop_audio_recipe, raw_audio])
+    raw = version(["feature/v1", "video/raw", f"audio={raw_audio}", f"frames={raw_frames}"])
 
     assert versions.recipes[FieldRef("video/raw", "audio")] == raw_audio_recipe
     assert versions.fields[FieldRef("video/raw", "audio")] == raw_audio
@@ -96,7 +109,7 @@ def test_the_recipe_spelled_out() -> None:
     assert versions.recipes[FieldRef("video/crop", "audio")] == crop_audio_recipe
     assert versions.fields[FieldRef("video/crop", "audio")] == crop_audio
     assert versions.features["video/raw"] == raw
-    assert versions.graph == hash_parts(
+    assert versions.graph == version(
         ["graph/v1", *(f"{k}={v}" for k, v in sorted(versions.features.items()))]
     )
 

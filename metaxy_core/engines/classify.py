@@ -2,8 +2,8 @@
 
 An engine joins the expected inputs with the stored rows and keeps the candidates (see
 :mod:`metaxy_core.plan`) wherever the data lives; the candidates are the only rows that leave
-it. Here they are hashed (:func:`metaxy_core.hashing.polars_hash`, the C row hash when it is
-built) and marked new, stale or orphaned.
+it. Here they are hashed (:func:`metaxy_core.hashing.polars_hash`: ``polars-hash`` over the
+canonical strings, built from the 64-bit integer inputs) and marked new, stale or orphaned.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import polars as pl
 import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core import native_hash
-from metaxy_core.hashing import arrow_hash, hash_parts, polars_hash
+from metaxy_core.hashing import polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
-    INPUT_PREFIX,
     STATUS,
     STORED_MARK,
     STORED_VERSION,
@@ -52,38 +50,12 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
 def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
 
-    The C row hash reads the input columns where Arrow has them, so input columns that nothing
-    else needs are never converted to Polars. Without the C row hash, or when an input is not
-    a string, the rows are converted whole and hashed by :func:`provenance`.
+    The inputs are 64-bit integers, so the conversion is a copy of 8 bytes per value at most;
+    the canonical strings exist only inside the hash expression.
     """
-    if not native_hash.available() or not all(
-        native_hash.reads(rows.schema.field(i).type) for i in plan.inputs
-    ):
-        return _polars(rows).lazy().with_columns(provenance(plan))
-    hashed = [
-        _series(
-            c.provenance_column(f.field),
-            arrow_hash([f.recipe], [rows.column(i) for i in f.inputs]),
-        )
-        if f.inputs
-        else pl.lit(hash_parts([f.recipe])).alias(c.provenance_column(f.field))
-        for f in plan.fields
-    ]
-    only_hashed = [i for i in plan.inputs if i.startswith(INPUT_PREFIX)]
-    return _polars(rows.drop_columns(only_hashed)).lazy().with_columns(hashed)
-
-
-def _polars(rows: pa.Table) -> pl.DataFrame:
-    # DuckDB hands over ~120k-row batches; keeping them as chunks spares a copy of every row.
     frame = pl.from_arrow(rows, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-def _series(name: str, values: pa.ChunkedArray) -> pl.Series:
-    series = pl.from_arrow(values, rechunk=False)
-    assert isinstance(series, pl.Series)
-    return series.alias(name)
+    return frame.lazy().with_columns(provenance(plan))
 
 
 def all_new(plan: ResolvePlan, hashed: pl.LazyFrame) -> pl.LazyFrame:

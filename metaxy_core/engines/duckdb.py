@@ -1,11 +1,10 @@
 """The DuckDB engine: joins and candidate selection as SQL inside the store's file.
 
 Only the candidates leave DuckDB (new samples, orphaned ones, and those whose inputs changed),
-as Arrow, with their input columns as they are stored; :mod:`metaxy_core.engines.classify`
-hashes those in place (they are never converted to Polars) and classifies the candidates.
-DuckDB has no native xxhash64 and cannot download extensions offline, and a Python function in
-SQL is called per 2,048-row vector (a 1M-row hash that way took 2 s, against 20 ms for the row
-hash outside).
+as Arrow, with their input columns as they are stored: 64-bit integers, 8 bytes a value;
+:mod:`metaxy_core.engines.classify` hashes them in Polars and classifies the candidates.
+DuckDB has no XXH64 built in and cannot download extensions offline, and a Python function in
+SQL is called per 2,048-row vector, so provenance is never hashed inside DuckDB.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from metaxy_core.hashing import (
     SEPARATOR,
     register_duckdb_hash,
     sql_hash,
+    sql_hex,
     sql_id_text,
 )
 from metaxy_core.increment import Increment, IncrementCounts
@@ -173,7 +173,8 @@ class DuckDBEngine:
         self._register_hash()
         types = self._types(f"SELECT * FROM ({query})")
         texts = [sql_id_text(quote(i), types[i]) for i in ids]
-        return f"({sql_hash(texts, as_u64=True)} % {shards})"
+        # The floored remainder, never negative, as Python's ``%`` and Spark's ``pmod``.
+        return f"(({sql_hash(texts)} % {shards} + {shards}) % {shards})"
 
     def _types(self, query: str) -> dict[str, str]:
         """The DuckDB type of each column of ``query`` (bound, not run)."""
@@ -249,7 +250,11 @@ class DuckDBEngine:
         """One upstream's current rows, filtered, grouped when aggregated, renamed."""
         table = self._table(up.feature)
         if table is None:
-            cols = ", ".join(f"NULL::VARCHAR AS {quote(a)}" for a in up.columns.values())
+            versions = {up.columns[v] for v in up.versions}
+            cols = ", ".join(
+                f"NULL::{'BIGINT' if a in versions else 'VARCHAR'} AS {quote(a)}"
+                for a in up.columns.values()
+            )
             return f"(SELECT {cols} WHERE false)"
         # The filter parsed as one Polars SQL expression when the dependency was declared, so
         # it cannot close the parentheses around it.
@@ -266,7 +271,7 @@ class DuckDBEngine:
         sep = f"chr({ord(SEPARATOR)})"
 
         def text(name: str) -> str:
-            return f"coalesce(CAST({name} AS VARCHAR), chr({ord(NULL_SENTINEL)}))"
+            return f"coalesce({sql_hex(name)}, chr({ord(NULL_SENTINEL)}))"
 
         types = self._types(f"SELECT * FROM {rows}")
         ids = [sql_id_text(quote(i), types[i]) for i in up.members]
@@ -297,7 +302,8 @@ class DuckDBEngine:
 
         def stored_as(name: str, alias: str) -> str:
             # Rows written before a column existed compare as null, i.e. as changed.
-            value = quote(name) if name in present else "NULL::VARCHAR"
+            text = name in (c.FEATURE_VERSION, by)
+            value = quote(name) if name in present else f"NULL::{'VARCHAR' if text else 'BIGINT'}"
             return f"{value} AS {quote(alias)}"
 
         renamed = [

@@ -14,8 +14,8 @@ from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.hashing import (
     NULL_SENTINEL,
     SEPARATOR,
-    polars_hash,
-    polars_hash_u64,
+    polars_hash_texts,
+    polars_hex,
     polars_id_text,
 )
 from metaxy_core.increment import Increment, IncrementCounts
@@ -43,14 +43,22 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     """Group ``rows`` by ``up.on``: group versions of version columns (see
     :mod:`metaxy_core.plan`), lists of every other column, members ordered by their ids."""
 
-    def text(name: str) -> pl.Expr:
-        return pl.col(name).cast(pl.String).fill_null(NULL_SENTINEL)
+    def text(name: str) -> str:
+        return f"{_MEMBER}__{name}"
 
     schema = rows.collect_schema()
     member = pl.concat_str([polars_id_text(i, schema[i]) for i in up.members], separator=SEPARATOR)
+    # Each member's text (its ids and its version's hex), rendered over all rows before
+    # grouping, so no Python runs per group.
+    texts = [
+        pl.concat_str(
+            [member, polars_hex(pl.col(s)).fill_null(NULL_SENTINEL)], separator=SEPARATOR
+        ).alias(text(s))
+        for s in up.versions
+    ]
     order = pl.col(_MEMBER)
     aggregations = [
-        pl.concat_str([order, text(s)], separator=SEPARATOR).sort_by(order).str.join(SEPARATOR)
+        pl.col(text(s)).sort_by(order).str.join(SEPARATOR)
         if s in up.versions
         else pl.col(s).sort_by(order)
         for s in up.columns
@@ -59,17 +67,19 @@ def _aggregate(rows: pl.LazyFrame, up: UpstreamPlan) -> pl.LazyFrame:
     names = [a for s, a in up.columns.items() if s not in up.on]
     versions = [up.columns[s] for s in up.versions]
     return (
-        rows.with_columns(member.alias(_MEMBER))
+        rows.with_columns(member.alias(_MEMBER), *texts)
         .group_by(list(up.on))
         .agg(e.alias(n) for e, n in zip(aggregations, names, strict=True))
-        .with_columns(polars_hash([pl.col(v)]).alias(v) for v in versions)
+        .with_columns(polars_hash_texts([pl.col(v)]).alias(v) for v in versions)
     )
 
 
 def shard_of(frame: pl.LazyFrame, ids: Sequence[str], shards: int) -> pl.Expr:
-    """The hash shard (of ``shards``) of each row of ``frame``, from its ``ids`` columns."""
+    """The hash shard (of ``shards``) of each row of ``frame``, from its ``ids`` columns: the
+    hash of their canonical text modulo ``shards``, never negative (Polars' ``%`` floors, like
+    Python's and Spark's ``pmod``)."""
     schema = frame.collect_schema()
-    return polars_hash_u64([polars_id_text(i, schema[i]) for i in ids]) % shards
+    return polars_hash_texts([polars_id_text(i, schema[i]) for i in ids]) % shards
 
 
 def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) -> pl.LazyFrame:
@@ -157,7 +167,10 @@ class PolarsEngine:
         wanted = list(dict.fromkeys([*up.columns, *up.members, *up.filter_columns]))
         scanned = self._scan(up.feature, wanted)
         if scanned is None:
-            return pl.LazyFrame(schema={col: pl.String for col in up.columns.values()})
+            versions = {up.columns[v] for v in up.versions}
+            return pl.LazyFrame(
+                schema={a: pl.Int64 if a in versions else pl.String for a in up.columns.values()}
+            )
         if up.filter is not None:
             scanned = scanned.filter(pl.sql_expr(up.filter))
         if up.aggregated:
@@ -179,7 +192,11 @@ class PolarsEngine:
             stored = apply_filter(stored, filter, plan.key)
         present = stored.collect_schema().names()
         # Rows written before a column existed compare as null, i.e. as changed.
-        missing = [pl.lit(None, pl.String).alias(n) for n in wanted if n not in present]
+        missing = [
+            pl.lit(None, pl.String if n in (c.FEATURE_VERSION, by) else pl.Int64).alias(n)
+            for n in wanted
+            if n not in present
+        ]
         stored = stored.with_columns(missing).select(wanted).rename(renames)
         return stored if by is None else stored.filter(pl.col(by).is_not_null())
 

@@ -27,11 +27,12 @@ from metaxy_core.errors import (
 )
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.hashing import hash_parts, polars_hash, polars_id_text
+from metaxy_core.hashing import hash_parts, polars_hash_texts, polars_hex, polars_id_text, to_hex
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
 from metaxy_core.store.rows import (
     prepare_rows,
+    stored_data_version,
     to_polars,
     tombstones,
     validate_samples,
@@ -100,11 +101,12 @@ def _scan_columns(wanted: list[str] | None, filter: SampleFilter | None) -> list
 
 
 def _multiset_version(versions: pl.Series) -> str:
-    """Hash of a multiset of hex versions: sums of their 32-bit halves, so order is irrelevant."""
-    value = versions.str.decode("hex").bin.reinterpret(dtype=pl.UInt64, endianness="big")
+    """Hash of a multiset of 64-bit versions, in hex: sums of the 32-bit halves of their
+    unsigned bits, so order is irrelevant."""
+    value = versions.reinterpret(signed=False)
     high = (value // (1 << 32)).sum()
     low = (value % (1 << 32)).sum()
-    return hash_parts(["multiset/v1", str(versions.len()), str(high), str(low)])
+    return to_hex(hash_parts(["multiset/v1", str(versions.len()), str(high), str(low)]))
 
 
 class MetadataStore(ABC):
@@ -281,10 +283,14 @@ class MetadataStore(ABC):
         if pending is not None:
             frames.append(pending.select(*ids, c.DATA_VERSION))
         if not frames:
-            return _multiset_version(pl.Series(c.DATA_VERSION, [], pl.String))
+            return _multiset_version(pl.Series(c.DATA_VERSION, [], pl.Int64))
         rows = pl.concat(frames)
+        # Each sample's ids hashed with its data version: swapping two samples' contents
+        # changes the multiset, and so the version.
         texts = [polars_id_text(i, rows.schema[i]) for i in ids]
-        keyed = polars_hash(["sample-data-version/v1", *texts, pl.col(c.DATA_VERSION)])
+        keyed = polars_hash_texts(
+            [pl.lit("sample-data-version/v1"), *texts, polars_hex(pl.col(c.DATA_VERSION))]
+        )
         return _multiset_version(rows.select(keyed).to_series())
 
     def delete(self, feature: str, ids: Any, *, run_id: str | None = None) -> WriteResult:
@@ -421,7 +427,10 @@ class MetadataStore(ABC):
                 )
             frame = to_polars(samples, f"samples of {feature!r}")
             validate_samples(spec, frame)
-            lazy_samples = frame.lazy()
+            lazy_samples = frame.lazy().with_columns(
+                stored_data_version(n, frame.schema[n])
+                for n in map(c.data_version_column, spec.field_keys)
+            )
             sample_columns = frame.columns
         self._check_id_columns(session, [feature, *(d.feature for d in spec.deps)])
         stored = {

@@ -43,7 +43,9 @@ from metaxy_core.store.snapshots import Record
 
 __all__ = ["DuckDBMetadataStore"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+"""2: provenance and data versions are signed 64-bit integers (BIGINT); 1 held 16-hex strings."""
+_FORMATS = {"1": "16-character hex strings", "2": "signed 64-bit integers"}
 _ID_COLUMNS = "metaxy_id_columns"
 
 
@@ -226,11 +228,18 @@ class DuckDBMetadataStore(MetadataStore):
             info = dict(con.sql("SELECT key, value FROM metaxy_store_info").fetchall())
             wanted = {"format_version": FORMAT_VERSION, "hash_algorithm": HASH_ALGORITHM}
             for key, value in wanted.items():
-                if info.get(key) != value:
+                found = info.get(key)
+                if found != value:
+                    detail = ""
+                    if key == "format_version" and found in _FORMATS:
+                        detail = (
+                            f" (its hashes are {_FORMATS[found]}; this metaxy stores "
+                            f"{_FORMATS[FORMAT_VERSION]})"
+                        )
                     raise StoreFormatError(
-                        f"store {self.path!r} was written with {key} {info.get(key)!r}, but "
-                        f"this metaxy uses {value!r}. Open it with the metaxy version that "
-                        "wrote it, or start a new store file."
+                        f"store {self.path!r} was written with {key} {found!r}, but this "
+                        f"metaxy uses {value!r}{detail}. Open it with the metaxy version that "
+                        "wrote it, or start a new store file and write the root features again."
                     )
             return
         if not write:

@@ -1,6 +1,11 @@
 """Turning a user's frame into rows a store appends: validation and system columns.
 
 Validation runs over the whole frame before anything is written, so a bad frame writes nothing.
+
+Provenance and data versions are stored as signed 64-bit integers (see
+:mod:`metaxy_core.hashing`). A data version a user gives is stored by one rule
+(:func:`stored_data_version`): a string is replaced by :func:`~metaxy_core.hashing.hash_string`
+of its text, an integer is taken as it is.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from metaxy_core.errors import (
     UnknownSampleError,
 )
 from metaxy_core.graph import FeatureGraph
-from metaxy_core.hashing import polars_hash
+from metaxy_core.hashing import polars_hash, polars_hash_text
 
 __all__ = [
     "prepare_rows",
+    "stored_data_version",
     "to_polars",
     "tombstones",
     "validate_ids",
@@ -99,13 +105,32 @@ def _id_type(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or isinstance(dtype, exact)
 
 
-def _check_string(spec: FeatureSpec, frame: pl.DataFrame, name: str) -> None:
+def _check_type(spec: FeatureSpec, frame: pl.DataFrame, name: str, *, text: bool) -> None:
+    """A hash column must hold 64-bit integers; a data version may also hold strings."""
     dtype = frame.schema[name]
-    if dtype not in (pl.String, pl.Null):
+    if dtype in (pl.Int64, pl.Null) or (text and (dtype.is_integer() or dtype == pl.String)):
+        return
+    if text:
         raise ColumnTypeError(
-            f"feature {spec.key!r}: column {name!r} must hold strings, got {dtype}. "
-            "Cast it to a string (e.g. a hex digest of the content)."
+            f"feature {spec.key!r}: column {name!r} must hold strings or integers, got {dtype}. "
+            "Cast it to a string (e.g. a hex digest of the content) or to an integer."
         )
+    raise ColumnTypeError(
+        f"feature {spec.key!r}: column {name!r} must hold 64-bit integers (Int64), as "
+        f"increments give it, got {dtype}. Pass the column as the increment returned it, or "
+        "drop it to let metaxy compute it."
+    )
+
+
+def stored_data_version(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A user's data version column as it is stored: a string is replaced by the hash of its
+    text; an integer is taken as it is (``UInt64`` as the signed integer of the same bits, so
+    an unsigned XXH64 digest stays the same bits); null stays null."""
+    if dtype == pl.String:
+        return polars_hash_text(pl.col(name)).alias(name)
+    if dtype == pl.UInt64:
+        return pl.col(name).reinterpret(signed=True).alias(name)
+    return pl.col(name).cast(pl.Int64).alias(name)
 
 
 def _check_data_versions(spec: FeatureSpec, frame: pl.DataFrame) -> None:
@@ -117,7 +142,7 @@ def _check_data_versions(spec: FeatureSpec, frame: pl.DataFrame) -> None:
                 f"{field!r}) is missing. Add it, e.g. a content hash of the {field} of each "
                 f"sample; expected one column per field: {', '.join(dv_cols)}."
             )
-        _check_string(spec, frame, name)
+        _check_type(spec, frame, name, text=True)
         nulls = frame.get_column(name).null_count()
         if nulls:
             raise MissingDataVersionError(
@@ -186,8 +211,9 @@ def validate_write(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     no ``metaxy_`` column that names nothing of the feature."""
     validate_ids(spec, frame)
     _check_known(spec, frame)
+    versions = {c.data_version_column(f) for f in spec.field_keys}
     for name in set(frame.columns) & _allowed(spec):
-        _check_string(spec, frame, name)
+        _check_type(spec, frame, name, text=name in versions)
     if spec.is_root:
         _check_data_versions(spec, frame)
 
@@ -218,6 +244,9 @@ def prepare_rows(
     input_cols = [c.upstream_data_version_column(d.feature) for d in spec.deps]
     allowed = _allowed(spec)
     frame = frame.select([n for n in frame.columns if not n.startswith(c.PREFIX) or n in allowed])
+    frame = frame.with_columns(
+        stored_data_version(dv, frame.schema[dv]) for dv in dv_cols if dv in frame.columns
+    )
 
     versions = graph.versions
     if spec.is_root:
@@ -233,7 +262,7 @@ def prepare_rows(
     else:
         # Provenance from an increment without its change inputs: store nulls, so the next
         # resolve hashes these samples instead of trusting inputs it cannot check.
-        absent = [pl.lit(None, pl.String).alias(n) for n in input_cols if n not in frame.columns]
+        absent = [pl.lit(None, pl.Int64).alias(n) for n in input_cols if n not in frame.columns]
         frame = frame.with_columns(absent)
 
     data_versions = [
