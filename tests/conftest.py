@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ if _ROOT not in sys.path:
 from metaxy_core import FeatureGraph, FeatureSpec, native_hash  # noqa: E402
 from tests.reference import reference_graph as _reference_graph  # noqa: E402
 from tests.reference import reference_specs as _reference_specs  # noqa: E402
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 @pytest.fixture
@@ -38,3 +42,13 @@ def row_hash(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     if request.param == "fallback":
         monkeypatch.setattr(native_hash, "_LIB", None)
     yield request.param
+
+
+@pytest.fixture
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral Dagster instance, disposed after the test: it holds an in-memory SQLite
+    connection, which Python 3.13 reports as an unraisable ResourceWarning if left to the GC."""
+    import dagster as dg  # only the tests that run Dagster pay for importing it
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance

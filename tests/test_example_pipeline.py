@@ -42,12 +42,12 @@ def fresh_registry() -> Iterator[None]:
 class Example:
     """The example's assets over a data folder and a store file in ``tmp_path``."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, instance: dg.DagsterInstance) -> None:
         self.data_dir = tmp_path / "data"
         self.store_path = tmp_path / "metaxy.duckdb"
         assert generate_clips(self.data_dir, N) == CLIPS
         self.assets = build_assets(self.data_dir)
-        self.instance = dg.DagsterInstance.ephemeral()
+        self.instance = instance
 
     def materialize(self) -> dg.ExecuteInProcessResult:
         store = MetaxyStoreResource(path=str(self.store_path))
@@ -95,8 +95,10 @@ def counts(result: dg.ExecuteInProcessResult) -> dict[str, tuple[object, object,
     return out
 
 
-def test_first_run_computes_every_clip_in_every_asset(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_first_run_computes_every_clip_in_every_asset(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     result = ex.materialize()
     assert counts(result) == {feature: (N, 0, N) for feature in FEATURES}
     for feature in FEATURES:
@@ -127,8 +129,10 @@ def test_first_run_computes_every_clip_in_every_asset(tmp_path: Path) -> None:
     assert [json.loads(line)["clip_id"] for line in lines] == CLIPS
 
 
-def test_a_second_run_computes_nothing(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_a_second_run_computes_nothing(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     again = ex.materialize()
     assert counts(again) == {feature: (0, 0, 0) for feature in FEATURES}
@@ -137,8 +141,10 @@ def test_a_second_run_computes_nothing(tmp_path: Path) -> None:
         assert ex.written(feature, again.run_id) == [], feature
 
 
-def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     first = ex.materialize()
     transcripts = dict(ex.store().read("audio/transcript").select("clip_id", "text").iter_rows())
     faces_before = ex.store().read("vision/faces")
@@ -189,8 +195,10 @@ def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(tmp_path: P
     assert listed == after
 
 
-def test_frames_edit_reruns_only_the_frames_branch(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_frames_edit_reruns_only_the_frames_branch(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     assert edit_frames(2, ex.data_dir) == CLIPS[:2]
     result = ex.materialize()
@@ -207,8 +215,10 @@ def test_frames_edit_reruns_only_the_frames_branch(tmp_path: Path) -> None:
     assert metadata(result, "video/crop")["metaxy/stale_by_field"] == {"frames": 2}
 
 
-def test_removed_clips_are_deleted_from_every_asset(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_removed_clips_are_deleted_from_every_asset(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     assert remove_clips(2, ex.data_dir) == CLIPS[-2:]
     result = ex.materialize()
@@ -218,8 +228,10 @@ def test_removed_clips_are_deleted_from_every_asset(tmp_path: Path) -> None:
         assert ex.current(feature) == CLIPS[:-2], feature
 
 
-def test_assets_are_declared_as_dagster_users_expect(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_assets_are_declared_as_dagster_users_expect(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     by_key = {"/".join(a.key.path): a for a in ex.assets}
     assert list(by_key) == list(FEATURES)
     graph = feature_graph()

@@ -1,0 +1,86 @@
+"""The demo's exit paths: Dagster is stopped whatever ends the demo.
+
+``make demo | head``: ``head`` exits after ten lines and the demo's stdout becomes a closed
+pipe. A Ctrl-C then must still stop Dagster's whole process group, although the demo can no
+longer print that it is stopping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from example_project.devserver import ROOT, session_members
+from example_project.media import DATA_DIR_ENV, generate_clips
+
+# Generous but bounded: a cold start imports Dagster in several processes.
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_stops_dagster_when_stdout_is_a_closed_pipe(tmp_path: Path) -> None:
+    generate_clips(tmp_path / "data", 2)
+    port = _free_port()
+    env = dict(os.environ)
+    env[DATA_DIR_ENV] = str(tmp_path / "data")
+    env["METAXY_STORE_PATH"] = str(tmp_path / "metaxy.duckdb")
+    log = (tmp_path / "demo.log").open("wb")
+    command = [sys.executable, "-m", "example_project.demo", "--port", str(port)]
+    demo = subprocess.Popen(
+        [*command, "--dagster-home", str(tmp_path / "dagster_home")],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,  # its own session: every process it starts is found by sid
+    )
+    dagster: list[int] = []
+    try:
+        assert demo.stdout is not None
+        assert demo.stdout.readline() == b"\n"
+        assert demo.stdout.readline().startswith(b"Starting Dagster on http://127.0.0.1:")
+        demo.stdout.close()  # what `head` does once it has its lines
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _listening(port):
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+            assert time.monotonic() < deadline, "dagster dev did not listen in time"
+            time.sleep(0.5)
+        dagster = [pid for pid, _ in session_members(demo.pid) if pid != demo.pid]
+        assert dagster, "dagster dev runs no process"
+
+        os.kill(demo.pid, signal.SIGINT)  # Ctrl-C in the demo's terminal
+        assert demo.wait(STOP_TIMEOUT) == 0, (tmp_path / "demo.log").read_text()
+        assert [pid for pid in dagster if _alive(pid)] == []
+        assert session_members(demo.pid) == []
+    finally:
+        for pid, _ in session_members(demo.pid):
+            os.kill(pid, signal.SIGKILL)
+        demo.wait()
+        log.close()
