@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from example_project import demo
 from example_project.devserver import ROOT, session_members
 from example_project.media import DATA_DIR_ENV, generate_clips
 
@@ -85,3 +86,19 @@ def test_ctrl_c_stops_dagster_when_stdout_is_a_closed_pipe(tmp_path: Path) -> No
             os.kill(pid, signal.SIGKILL)
         demo.wait()
         log.close()
+
+
+def test_dagster_processes_of_the_demo_do_not_repeat_the_data_version_beta_warning(
+    tmp_path: Path,
+) -> None:
+    env = demo.prepare(tmp_path / "home", tmp_path / "data", clips=1)
+    step = "import dagster as dg; dg.Output(1, data_version=dg.DataVersion('x')); print('ok')"
+    quiet = subprocess.run(
+        [sys.executable, "-c", step], env=env, capture_output=True, text=True, check=True
+    )
+    assert (quiet.stdout, quiet.stderr) == ("ok\n", "")
+    env.pop("PYTHONWARNINGS")
+    loud = subprocess.run(
+        [sys.executable, "-c", step], env=env, capture_output=True, text=True, check=True
+    )
+    assert "BetaWarning: Parameter `data_version` of initializer `Output.__init__`" in loud.stderr
