@@ -61,7 +61,10 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
 def sql_literal(part: str | None) -> str:
-    return "CAST(NULL AS VARCHAR)" if part is None else "'" + part.replace("'", "''") + "'"
+    if part is None:
+        return "CAST(NULL AS VARCHAR)"
+    # DuckDB before 2.0 ends a string literal at a NUL character: spell NUL as chr(0).
+    return " || chr(0) || ".join("'" + p.replace("'", "''") + "'" for p in part.split("\x00"))
 
 
 @pytest.fixture(scope="module")
