@@ -20,7 +20,8 @@ PY_MARK := $(VENV)/.python-$(or $(PYTHON_VERSION),missing)
 STAMP := $(VENV)/.installed-$(notdir $(LOCK))
 BENCH_ARGS ?=
 DEMO_ARGS ?=
-PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist): the suite is mostly CPU-bound. `-n 0`: one process.
+PYTEST_ARGS ?= -n auto
 # `pytest` alone collects tests/ (testpaths); the packages are added so their doctests run too.
 PYTEST_PATHS ?= tests metaxy_core metaxy_dagster example_project
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,8 +38,8 @@ def _pins(lock: str) -> dict[str, str]:
     return pins
 
 
-def _floor(requirement: Requirement) -> str:
-    floors = [s.version for s in requirement.specifier if s.operator in (">=", "==")]
+def _floor(requirement: Requirement) -> Version:
+    floors = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")]
     assert len(floors) == 1, f"{requirement}: declare one floor (>=) or one exact version (==)"
     return floors[0]
 
@@ -59,6 +60,6 @@ def test_the_min_lock_pins_every_runtime_dependency_at_its_floor() -> None:
     not_at_floor = {
         str(r): pins.get(canonicalize_name(r.name))
         for r in _runtime_requirements()
-        if pins.get(canonicalize_name(r.name)) != _floor(r)
+        if Version(pins.get(canonicalize_name(r.name), "0")) != _floor(r)
     }
     assert not_at_floor == {}
