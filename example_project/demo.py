@@ -173,9 +173,11 @@ def _run(command: Sequence[str], env: dict[str, str]) -> int:
     try:
         return child.wait()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _stop_group(child)
+        try:
+            _stop_group(child)  # still forwarding: a Ctrl-C meanwhile kills the group
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
