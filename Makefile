@@ -1,17 +1,27 @@
 # One command per task: `make test`, `make demo`, `make bench`. Works unattended (CI=true).
 #
-# The first target run creates .venv and installs the project (editable, with the dev extras)
-# at the exact versions of requirements.lock. Later runs skip the install unless
-# pyproject.toml or requirements.lock changed since (the stamp file is
-# older than them).
+# The first target run creates $(VENV) with $(PYTHON) and installs the project (editable, with
+# the dev extras) at the exact versions of the lock file. Later runs skip the install unless
+# pyproject.toml or the lock file changed since (the stamp file is older than them), and
+# recreate $(VENV) when PYTHON is another version than the one it was made with.
+#
+# Pick the Python with PYTHON, e.g. `make test PYTHON=python3.13`. Python 3.10 installs
+# requirements-min.lock (every runtime dependency at the floor pyproject.toml declares); newer
+# ones install requirements.lock. LOCK=... overrides that choice.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.metaxy-installed
+# Empty when $(PYTHON) does not run; the install then stops with a message saying so.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)
+LOCK ?= $(if $(filter 3.10.%,$(PYTHON_VERSION)),requirements-min.lock,requirements.lock)
+# Names the interpreter $(VENV) was made with: a different PYTHON makes it anew.
+PY_MARK := $(VENV)/.python-$(or $(PYTHON_VERSION),missing)
+STAMP := $(VENV)/.installed-$(notdir $(LOCK))
 BENCH_ARGS ?=
 DEMO_ARGS ?=
-PYTEST_ARGS ?=
+# One pytest worker per core (pytest-xdist): the suite is mostly CPU-bound. `-n 0`: one process.
+PYTEST_ARGS ?= -n auto
 # `pytest` alone collects tests/ (testpaths); the packages are added so their doctests run too.
 PYTEST_PATHS ?= tests metaxy_core metaxy_dagster example_project
 
@@ -28,24 +38,36 @@ help:
 	@echo "make bench      run the benchmark (BENCH_ARGS='...' to pass options)"
 	@echo "make lint       ruff check ."
 	@echo "make typecheck  mypy (strict; metaxy_core and metaxy_dagster)"
-	@echo "make lock       rewrite requirements.lock from the installed environment"
+	@echo "make lock       rewrite the lock file (\$$LOCK) from the installed environment"
 	@echo "make clean      remove caches and build output (keeps $(VENV))"
 	@echo "make distclean  clean, and remove $(VENV)"
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+$(PY_MARK):
+	@if [ -z "$(PYTHON_VERSION)" ]; then \
+	  echo "'$(PYTHON)' does not run. Pick an installed Python 3.10 or newer, e.g." \
+	    "make test PYTHON=python3.13" >&2; \
+	  exit 1; \
+	fi
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')" \
+	      = "$(PYTHON_VERSION)" ]; then :; \
+	else \
+	  if [ -d $(VENV) ]; then \
+	    echo "$(VENV) was made with another Python; making it anew with $(PYTHON) ($(PYTHON_VERSION))"; \
+	  fi; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
+	@rm -f $(VENV)/.python-* && touch $@
 
-$(STAMP): pyproject.toml requirements.lock | $(PY)
-	$(PY) -m pip install --progress-bar off -c requirements.lock -e '.[dev]'
-	@touch $@
+$(STAMP): pyproject.toml $(LOCK) $(PY_MARK)
+	$(PY) -m pip install --progress-bar off -c $(LOCK) -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
 lock: $(STAMP)
-	@{ echo "# Exact versions for reproducible installs: \`pip install -c requirements.lock -e '.[dev]'\`."; \
-	   echo "# Regenerate with \`make lock\` (pip freeze of .venv, without the project itself)."; \
-	   $(PY) -m pip freeze --exclude-editable | grep -v -i '^metaxy-dagster'; } > requirements.lock.tmp
-	@mv requirements.lock.tmp requirements.lock
+	@{ sed -n '/^#/p' $(LOCK); \
+	   $(PY) -m pip freeze --exclude-editable | grep -v -i '^metaxy-dagster'; } > $(LOCK).tmp
+	@mv $(LOCK).tmp $(LOCK)
 	@touch $(STAMP)
 
 # Lint, types and tests run in this order; the first failure stops the target.
@@ -72,7 +94,7 @@ demo: $(STAMP)
 	$(PY) -m example_project.demo $(DEMO_ARGS)
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info $(STAMP)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info $(VENV)/.installed-*
 	find . -name '.venv*' -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -8,7 +8,9 @@
    ``$METAXY_STORE_PATH`` is set.
 3. Runs ``dagster dev -m example_project.definitions`` on 127.0.0.1 in its own process group and
    waits for it. Ctrl-C (SIGINT) or SIGTERM stops Dagster cleanly: the demo sends one SIGINT to
-   the whole group, as a terminal would; a second signal kills the group.
+   the whole group, as a terminal would; a second signal kills the group. Whatever ends the
+   demo (a signal, an error, a closed terminal or pipe: ``make demo | head``), Dagster's group
+   is stopped before the demo exits.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ DEFAULT_HOME = Path(__file__).resolve().parent / ".dagster_home"
 DEFAULT_CLIPS = 24
 """Clips generated when the data folder has none."""
 _SUPERSEDED = "Function `dev_command` is superseded"
+_BETA_DATA_VERSION = "Parameter `data_version` of initializer `Output.__init__` is currently"
+"""Dagster's BetaWarning for ``Output(data_version=...)``, which every metaxy asset step passes:
+repeated on every step, it would bury the demo's own logs."""
+_STOP_TIMEOUT = 30.0
+"""Seconds Dagster gets to shut down after the SIGINT before its group is killed."""
 _HEADER = "# Written by `python -m example_project.demo`"
 DAGSTER_YAML = f"""\
 {_HEADER}: a local instance for the example project.
@@ -67,8 +74,10 @@ def prepare(dagster_home: Path, data_dir: Path, clips: int) -> dict[str, str]:
     env.setdefault(STORE_PATH_ENV, str(dagster_home / "metaxy.duckdb"))
     # `dagster dev` points to `dg dev`, which lives in another package (dagster-dg-cli) that the
     # demo does not need; keep that notice out of the demo's first screen.
-    quiet = f"ignore:{_SUPERSEDED}"
-    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
+    # Message filters, not `ignore::dagster.BetaWarning`: a category filter in PYTHONWARNINGS
+    # would import Dagster at the start of every Python process of the demo.
+    quiet = [f"ignore:{_SUPERSEDED}", f"ignore:{_BETA_DATA_VERSION}"]
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), *quiet) if w)
     return env
 
 
@@ -109,6 +118,37 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _say(message: str) -> None:
+    """Print to stdout; once stdout is a closed pipe, say nothing more (never raise)."""
+    try:
+        print(message, flush=True)
+    except OSError:  # BrokenPipeError, or EIO from a closed terminal
+        # Point stdout at /dev/null so that the flush at interpreter exit does not fail too.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; ``False`` if the group has no process left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_group(child: subprocess.Popen[bytes]) -> None:
+    """Stop whatever is left of ``child``'s process group: SIGINT, then SIGKILL after a while."""
+    if child.poll() is None and _signal_group(child.pid, signal.SIGINT):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(_STOP_TIMEOUT)
+    # The leader may be gone while processes it started are not: the group outlives it.
+    _signal_group(child.pid, signal.SIGKILL)
+    child.wait()
+
+
 def _run(command: Sequence[str], env: dict[str, str]) -> int:
     """Run ``command`` in its own process group; forward SIGINT and SIGTERM to that group."""
     # A group of its own: a terminal's Ctrl-C reaches only this process, which then signals
@@ -122,21 +162,22 @@ def _run(command: Sequence[str], env: dict[str, str]) -> int:
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal signals
         signals += 1
-        try:
-            if signals == 1:
-                print("\nStopping Dagster (press Ctrl-C again to kill it)...", flush=True)
-                os.killpg(child.pid, signal.SIGINT)
-            else:
-                os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # already gone
+        # Signal first, then talk: printing can fail (stdout a closed pipe), stopping must not.
+        if signals == 1:
+            _signal_group(child.pid, signal.SIGINT)
+            _say("\nStopping Dagster (press Ctrl-C again to kill it)...")
+        else:
+            _signal_group(child.pid, signal.SIGKILL)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return child.wait()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        try:
+            _stop_group(child)  # still forwarding: a Ctrl-C meanwhile kills the group
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,15 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = default_data_dir()
     env = prepare(args.dagster_home, data_dir, args.clips)
     url = f"http://{args.host}:{args.port}"
-    print(
+    _say(
         f"\nStarting Dagster on {url}  (Ctrl-C to stop)\n"
         f"  clips:      {env[DATA_DIR_ENV]}\n"
         f"  metadata:   {env[STORE_PATH_ENV]}\n"
         f"  instance:   {env['DAGSTER_HOME']}\n"
         "Materialize all assets from the UI, then edit some audio and scan again:\n"
         f"  {_python()} -m example_project.edit audio --count 3\n"
-        "The walk-through: docs/quickstart.md\n",
-        flush=True,
+        "The walk-through: docs/quickstart.md\n"
     )
     return _run(dagster_command(args.host, args.port), env)
 

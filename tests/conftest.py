@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +19,9 @@ from metaxy_core import FeatureGraph, FeatureSpec  # noqa: E402
 from tests.reference import reference_graph as _reference_graph  # noqa: E402
 from tests.reference import reference_specs as _reference_specs  # noqa: E402
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 
 @pytest.fixture
 def reference_specs() -> list[FeatureSpec]:
@@ -28,3 +33,13 @@ def reference_specs() -> list[FeatureSpec]:
 def reference_graph() -> FeatureGraph:
     """The reference graph at code version "1"."""
     return _reference_graph()
+
+
+@pytest.fixture
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral Dagster instance, disposed after the test: it holds an in-memory SQLite
+    connection, which Python 3.13 reports as an unraisable ResourceWarning if left to the GC."""
+    import dagster as dg  # only the tests that run Dagster pay for importing it
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance

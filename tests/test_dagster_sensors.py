@@ -25,10 +25,12 @@ from tests.test_dagster_assets import IDS, Pipeline
 class Ticker:
     """Evaluates a sensor tick after tick, carrying the cursor as Dagster does."""
 
-    def __init__(self, pipeline: Pipeline, assets: list[dg.AssetsDefinition]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, assets: list[dg.AssetsDefinition], instance: dg.DagsterInstance
+    ) -> None:
         self.store = MetaxyStoreResource(path=str(pipeline.path))
         self.sensor = build_metaxy_sensor(assets, store=self.store)
-        self.instance = dg.DagsterInstance.ephemeral()
+        self.instance = instance
         self.definitions = dg.Definitions(
             assets=assets, sensors=[self.sensor], resources=pipeline.resources()
         )
@@ -59,11 +61,13 @@ def _land(
         assert result.success
 
 
-def test_audio_change_requests_only_the_audio_branch(tmp_path: Path) -> None:
+def test_audio_change_requests_only_the_audio_branch(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     p = Pipeline(tmp_path)
     assets = p.assets()
     p.materialize(assets)
-    ticker = Ticker(p, assets)
+    ticker = Ticker(p, assets, dagster_instance)
     first = ticker.tick()
     assert first.run_requests == []
     assert first.skip_message == "every metaxy asset is up to date at write 5"
@@ -80,7 +84,7 @@ def test_audio_change_requests_only_the_audio_branch(tmp_path: Path) -> None:
         ("video/crop", "5"),
     ]
     # Repeating the tick on the same store state requests the same run keys (idempotent).
-    again = Ticker(p, assets).tick()
+    again = Ticker(p, assets, dagster_instance).tick()
     assert {r.run_key for r in again.run_requests} == {r.run_key for r in tick.run_requests}
     keys = {r.tags["metaxy/feature"]: r.run_key for r in tick.run_requests}
 
@@ -96,11 +100,13 @@ def test_audio_change_requests_only_the_audio_branch(tmp_path: Path) -> None:
     assert ticker.tick().skip_message == f"no new writes since write {seq}"
 
 
-def test_frames_change_requests_crop_then_faces_never_transcript(tmp_path: Path) -> None:
+def test_frames_change_requests_crop_then_faces_never_transcript(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     p = Pipeline(tmp_path)
     assets = p.assets()
     p.materialize(assets)
-    ticker = Ticker(p, assets)
+    ticker = Ticker(p, assets, dagster_instance)
     ticker.tick()
     for i in IDS[:3]:
         p.frames[i] = "new"
@@ -112,7 +118,9 @@ def test_frames_change_requests_crop_then_faces_never_transcript(tmp_path: Path)
     assert ticker.requested() == [("train/manifest", None)]
 
 
-def test_hash_shards_request_only_changed_partitions(tmp_path: Path) -> None:
+def test_hash_shards_request_only_changed_partitions(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     p = Pipeline(tmp_path)
     shards = HashShardPartitions(4)
     assets = p.assets(partitions=shards)
@@ -123,7 +131,7 @@ def test_hash_shards_request_only_changed_partitions(tmp_path: Path) -> None:
     for i in IDS:
         by_shard.setdefault(shard_of[i], []).append(i)
     changed = [*by_shard[0][:2], by_shard[3][0]]  # 3 samples in 2 shards
-    ticker = Ticker(p, assets)
+    ticker = Ticker(p, assets, dagster_instance)
     assert ticker.requested() == []
     for i in changed:
         p.audio[i] = "new"
@@ -163,14 +171,14 @@ class DatedPipeline(Pipeline):
     ids=["date-column", "string-column"],
 )
 def test_column_partitions_request_only_changed_partitions(
-    tmp_path: Path, partitions: ColumnPartitions
+    tmp_path: Path, partitions: ColumnPartitions, dagster_instance: dg.DagsterInstance
 ) -> None:
     p = DatedPipeline(tmp_path)
     assets = p.assets(partitions=partitions)
     keys = partitions.partitions_def.get_partition_keys()
     for key in keys:
         assert p.materialize(assets, partition_key=key).success
-    ticker = Ticker(p, assets)
+    ticker = Ticker(p, assets, dagster_instance)
     assert ticker.requested() == []
     rows = p.samples().with_columns(key=pl.col(partitions.column).cast(pl.String))
     changed = rows.filter(pl.col("key") == keys[1]).head(3)["video_id"].to_list()
@@ -211,7 +219,9 @@ def test_up_to_date_check_fails_when_stale_and_passes_after(tmp_path: Path) -> N
     assert [e.passed for e in passing.get_asset_check_evaluations()] == [True]
 
 
-def test_root_schedule_requests_a_scan_of_the_roots(tmp_path: Path) -> None:
+def test_root_schedule_requests_a_scan_of_the_roots(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     p = Pipeline(tmp_path)
     assets = p.assets()
     schedule = build_root_schedule(assets, cron_schedule="0 * * * *")
@@ -221,6 +231,6 @@ def test_root_schedule_requests_a_scan_of_the_roots(tmp_path: Path) -> None:
     data = schedule.evaluate_tick(dg.build_schedule_context())
     assert len(data.run_requests or []) == 1
     assert schedule.cron_schedule == "0 * * * *"
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = job.execute_in_process(instance=dagster_instance)
     assert result.success
     assert p.store().read("video/raw").height == len(IDS)

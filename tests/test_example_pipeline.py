@@ -34,12 +34,12 @@ FRAMES_BRANCH = ("video/crop", "vision/faces", "train/manifest")
 class Example:
     """The example's assets over a data folder and a store file in ``tmp_path``."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, instance: dg.DagsterInstance) -> None:
         self.data_dir = tmp_path / "data"
         self.store_path = tmp_path / "metaxy.duckdb"
         assert generate_clips(self.data_dir, N) == CLIPS
         self.assets = build_assets(self.data_dir)
-        self.instance = dg.DagsterInstance.ephemeral()
+        self.instance = instance
 
     def materialize(self, **kwargs: Any) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
@@ -87,8 +87,10 @@ def counts(result: dg.ExecuteInProcessResult) -> dict[str, tuple[object, object,
     return out
 
 
-def test_first_run_computes_every_clip_in_every_asset(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_first_run_computes_every_clip_in_every_asset(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     result = ex.materialize()
     assert counts(result) == {feature: (N, 0, N) for feature in FEATURES}
     for feature in FEATURES:
@@ -119,8 +121,10 @@ def test_first_run_computes_every_clip_in_every_asset(tmp_path: Path) -> None:
     assert [json.loads(line)["clip_id"] for line in lines] == CLIPS
 
 
-def test_a_second_run_computes_nothing(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_a_second_run_computes_nothing(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     again = ex.materialize()
     assert counts(again) == {feature: (0, 0, 0) for feature in FEATURES}
@@ -129,8 +133,10 @@ def test_a_second_run_computes_nothing(tmp_path: Path) -> None:
         assert ex.written(feature, again.run_id) == [], feature
 
 
-def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     first = ex.materialize()
     transcripts = dict(ex.store().read("audio/transcript").select("clip_id", "text").iter_rows())
     faces_before = ex.store().read("vision/faces")
@@ -181,8 +187,10 @@ def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(tmp_path: P
     assert listed == after
 
 
-def test_frames_edit_reruns_only_the_frames_branch(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_frames_edit_reruns_only_the_frames_branch(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     assert edit_frames(2, ex.data_dir) == CLIPS[:2]
     result = ex.materialize()
@@ -199,8 +207,10 @@ def test_frames_edit_reruns_only_the_frames_branch(tmp_path: Path) -> None:
     assert metadata(result, "video/crop")["metaxy/stale_by_field"] == {"frames": 2}
 
 
-def test_removed_clips_are_deleted_from_every_asset(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_removed_clips_are_deleted_from_every_asset(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     ex.materialize()
     assert remove_clips(2, ex.data_dir) == CLIPS[-2:]
     result = ex.materialize()
@@ -210,9 +220,11 @@ def test_removed_clips_are_deleted_from_every_asset(tmp_path: Path) -> None:
         assert ex.current(feature) == CLIPS[:-2], feature
 
 
-def test_transcript_takes_its_model_by_parameter_and_run_config(tmp_path: Path) -> None:
+def test_transcript_takes_its_model_by_parameter_and_run_config(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
     """Acceptance 1: a metaxy asset with a resource (the model) by parameter and a Config."""
-    ex = Example(tmp_path)
+    ex = Example(tmp_path, dagster_instance)
     transcript = next(a for a in ex.assets if a.key == asset_key("audio/transcript"))
     assert transcript.required_resource_keys >= {"speech_model", "metaxy_store"}
     resources = {**build_resources(ex.store_path), "speech_model": SpeechModel(name="test-model")}
@@ -232,8 +244,10 @@ def test_transcript_takes_its_model_by_parameter_and_run_config(tmp_path: Path) 
     assert metadata(quiet, "audio/transcript")["metaxy/stale"] == 1
 
 
-def test_assets_are_declared_as_dagster_users_expect(tmp_path: Path) -> None:
-    ex = Example(tmp_path)
+def test_assets_are_declared_as_dagster_users_expect(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    ex = Example(tmp_path, dagster_instance)
     by_key = {"/".join(a.key.path): a for a in ex.assets}
     assert list(by_key) == list(FEATURES)
     graph = feature_graph(ex.assets)

@@ -105,7 +105,10 @@ def version_text(row: Sequence[int | None]) -> str:
 
 
 def sql_literal(part: str | None) -> str:
-    return "CAST(NULL AS VARCHAR)" if part is None else "'" + part.replace("'", "''") + "'"
+    if part is None:
+        return "CAST(NULL AS VARCHAR)"
+    # DuckDB before 2.0 ends a string literal at a NUL character: spell NUL as chr(0).
+    return " || chr(0) || ".join("'" + p.replace("'", "''") + "'" for p in part.split("\x00"))
 
 
 @pytest.fixture(scope="module")
