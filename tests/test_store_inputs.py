@@ -20,6 +20,7 @@ from metaxy_core import (
     IncrementCounts,
     MetadataStore,
     errors,
+    hash_string,
 )
 from metaxy_core.testing import STORE_KINDS, make_store, root_samples
 from tests.reference import reference_graph, reference_specs
@@ -419,6 +420,8 @@ def test_read_history_of_some_columns(store: MetadataStore) -> None:
     store.delete("video/raw", pl.DataFrame({"video_id": ["v1"]}))
     history = store.read("video/raw", history=True, columns=["metaxy_data_version__audio"])
     assert history.columns == ["metaxy_data_version__audio"]
-    assert history.rows() == [("old",), ("old",), ("new",), (None,)]
+    # Text data versions are stored as their hash (docs/concepts.md, "Storage format").
+    old, new = hash_string("old"), hash_string("new")
+    assert history.rows() == [(old,), (old,), (new,), (None,)]
     both = store.read("video/raw", history=True, columns=["video_id", "metaxy_deleted"])
     assert both.rows() == [("v2", False), ("v1", False), ("v2", False), ("v1", True)]
