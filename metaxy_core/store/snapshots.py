@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from metaxy_core.definitions import FeatureSpec
-from metaxy_core.errors import GraphError, SnapshotNotFoundError
+from metaxy_core.errors import MetaxyError, SnapshotNotFoundError
 from metaxy_core.graph import FeatureGraph
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _updated(latest: Record, graph: FeatureGraph) -> FeatureGraph:
     specs.update((spec.key, spec) for spec in graph)
     try:
         return FeatureGraph(specs.values())
-    except GraphError:
+    except MetaxyError:
         # The code changed more than this store sees (e.g. a field removed that a feature
         # outside ``graph`` read): its own graph is the best record of it.
         return graph
