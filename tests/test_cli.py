@@ -471,6 +471,11 @@ def test_history_lists_the_writes(example: Example) -> None:
 # -- P4: snapshots, diff, accept, delete ----------------------------------------------------------
 
 
+def test_a_changed_feature_must_be_one_of_the_example_s(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no feature 'video/nope' in the example; its features"):
+        build_assets(tmp_path, fields={"video/nope": [FieldSpec(key="x")]})
+
+
 def test_a_write_records_a_snapshot_once(example: Example) -> None:
     """Each asset writes over its feature and those upstream of it: the first run's snapshots
     grow with the graph (one feature more each), the latest is the whole graph; a run with the
