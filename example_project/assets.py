@@ -24,6 +24,7 @@ resource (:class:`SpeechModel`, by parameter) and it has run config (:class:`Tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import reduce
 from pathlib import Path
 
@@ -132,22 +133,33 @@ def describe_increment(feature: str, increment: pl.DataFrame) -> str:
 
 
 def build_assets(
-    data_dir: Path, *, automation_condition: dg.AutomationCondition[dg.AssetKey] | None = None
+    data_dir: Path,
+    *,
+    automation_condition: dg.AutomationCondition[dg.AssetKey] | None = None,
+    fields: Mapping[str, Sequence[FieldSpec]] | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The example's assets over the clips of ``data_dir``, upstream first.
 
     ``automation_condition`` (e.g. :func:`metaxy_dagster.metaxy_eager`) is given to every
-    downstream asset, for declarative automation instead of the sensor.
+    downstream asset, for declarative automation instead of the sensor. ``fields`` replaces
+    the fields of some features, feature key -> fields, as an author changing the code would
+    (a bumped code version, a field reading more).
 
     Each asset names its upstream assets in ``deps``, and so carries the features it reads:
     :func:`metaxy_dagster.feature_graph` builds the graph from the assets returned.
     """
     data_dir = Path(data_dir).resolve()
+    changed = dict(fields or {})
+
+    def fields_of(
+        key: str, declared: Sequence[FieldSpec | str] | None
+    ) -> Sequence[FieldSpec | str] | None:
+        return list(changed.pop(key)) if key in changed else declared
 
     @metaxy_asset(
         key="video/raw",
         id_columns=[ID],
-        fields=["audio", "frames"],
+        fields=fields_of("video/raw", ["audio", "frames"]),
         columns={"audio_path": "string", "frames_path": "string"},
         group_name=GROUP,
     )
@@ -165,7 +177,7 @@ def build_assets(
         key="video/crop",
         id_columns=[ID],
         deps=[video_raw],
-        fields=["audio", "frames"],
+        fields=fields_of("video/crop", ["audio", "frames"]),
         columns={"crop_frames_path": "string", "crop_audio_path": "string", "n_frames": "int"},
         group_name=GROUP,
         automation_condition=automation_condition,
@@ -197,7 +209,9 @@ def build_assets(
         key="vision/faces",
         id_columns=[ID],
         deps=[video_crop],
-        fields=[FieldSpec(key="faces", deps=(FieldDep("video/crop", ["frames"]),))],
+        fields=fields_of(
+            "vision/faces", [FieldSpec(key="faces", deps=(FieldDep("video/crop", ["frames"]),))]
+        ),
         columns={"faces_path": "string", "n_faces": "int"},
         group_name=GROUP,
         automation_condition=automation_condition,
@@ -216,7 +230,9 @@ def build_assets(
         key="audio/features",
         id_columns=[ID],
         deps=[video_raw],
-        fields=[FieldSpec(key="features", deps=(FieldDep("video/raw", ["audio"]),))],
+        fields=fields_of(
+            "audio/features", [FieldSpec(key="features", deps=(FieldDep("video/raw", ["audio"]),))]
+        ),
         columns={"features_path": "string", "rms": "float", "dominant_hz": "float"},
         group_name=GROUP,
         automation_condition=automation_condition,
@@ -237,7 +253,9 @@ def build_assets(
         key="audio/transcript",
         id_columns=[ID],
         deps=[video_raw],
-        fields=[FieldSpec(key="text", deps=(FieldDep("video/raw", ["audio"]),))],
+        fields=fields_of(
+            "audio/transcript", [FieldSpec(key="text", deps=(FieldDep("video/raw", ["audio"]),))]
+        ),
         columns={"transcript_path": "string", "text": "string"},
         group_name=GROUP,
         automation_condition=automation_condition,
@@ -266,6 +284,7 @@ def build_assets(
         key="train/manifest",
         id_columns=[ID],
         deps=[audio_transcript, vision_faces, audio_features_asset],
+        fields=fields_of("train/manifest", None),
         columns={"manifest_path": "string", "manifest_clips": "int"},
         group_name=GROUP,
         automation_condition=automation_condition,
@@ -297,6 +316,11 @@ def build_assets(
             manifest_path=pl.lit(str(path)), manifest_clips=pl.lit(rows.height, pl.Int64)
         )
 
+    if changed:
+        raise ValueError(
+            f"build_assets: no feature {sorted(changed)[0]!r} in the example; its features "
+            f"are {', '.join(FEATURES)}. Fix the key in fields=."
+        )
     return [
         video_raw,
         video_crop,

@@ -17,7 +17,8 @@
   (:func:`example_project.assets.build_resources`).
 
 The sensor and the checks build the feature graph from these assets, so an invalid graph fails
-when Dagster loads the code, not in a run.
+when Dagster loads the code, not in a run. ``graph`` is that graph, for the ``metaxy`` command
+(``features = "example_project.definitions:graph"`` under ``[tool.metaxy]``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from metaxy_dagster import (
     build_metaxy_checks,
     build_metaxy_sensor,
     build_root_schedule,
+    feature_graph,
     metaxy_eager,
 )
 
@@ -44,6 +46,7 @@ __all__ = [
     "STORE_PATH_ENV",
     "default_store_path",
     "defs",
+    "graph",
 ]
 
 AUTOMATION_ENV = "METAXY_EXAMPLE_AUTOMATION"
@@ -104,3 +107,5 @@ defs = dg.Definitions(
     # seconds importing Dagster for each. Runs still execute in parallel, one process each.
     executor=dg.in_process_executor,
 )
+graph = feature_graph(defs)
+"""The feature graph of this code location, which the ``metaxy`` command reads."""

@@ -5,6 +5,7 @@ on the example project's features and a real DuckDB file.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -20,21 +21,21 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-import example_project.definitions  # noqa: F401  # imported once, before any test clears the registry
-from example_project.assets import build_assets
+from example_project.assets import build_assets, build_resources
 from example_project.edit import edit_audio, remove_clips
 from example_project.media import generate_clips
-from metaxy_core import DuckDBMetadataStore, FieldDep, FieldSpec, columns
+from metaxy_core import DuckDBMetadataStore, FeatureGraph, FieldDep, FieldSpec, columns
 from metaxy_core._cli.app import app
 from metaxy_core.store.snapshots import ACCEPT, audits
-from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, asset_key, feature_graph
-from metaxy_dagster.registry import clear_features, register_feature
+from metaxy_dagster import asset_key, feature_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 METAXY = Path(sys.executable).parent / "metaxy"
 N = 6
 CLIPS = [f"clip-{i:04d}" for i in range(N)]
-EXAMPLE_FEATURES = "example_project.definitions:feature_graph"
+EXAMPLE_FEATURES = "example_project.definitions:graph"
+LOCATION = "code_location"
+"""The module name of the code locations a test writes into its project folder."""
 
 
 @pytest.fixture(autouse=True)
@@ -44,16 +45,15 @@ def fresh_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("METAXY_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "120")  # Rich's width when not writing to a terminal
-    clear_features()
     yield
-    clear_features()
+    # Each test writes its own code location modules: the next test must import its own.
+    for name in [m for m in sys.modules if m.startswith(LOCATION)]:
+        del sys.modules[name]
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project folder with a metaxy.toml naming the example's features and a store file;
-    the example's assets declared over clips in ``tmp_path/data``."""
-    build_assets(tmp_path / "data")
+    """A project folder with a metaxy.toml naming the example's features and a store file."""
     (tmp_path / "metaxy.toml").write_text(
         f'features = "{EXAMPLE_FEATURES}"\nstore = "metaxy.duckdb"\n', encoding="utf-8"
     )
@@ -120,7 +120,6 @@ def test_features_from_metaxy_toml(project: Path) -> None:
 def test_config_in_pyproject_and_environment_overrides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_assets(tmp_path / "data")
     sub = tmp_path / "sub" / "deeper"
     sub.mkdir(parents=True)
     (tmp_path / "pyproject.toml").write_text(
@@ -161,7 +160,7 @@ def test_unknown_feature_lists_the_known_ones(project: Path) -> None:
     result = run("describe", "video/nope", code=1)
     assert result.stderr == (
         "error: feature 'video/nope' is not declared in example_project.definitions:"
-        "feature_graph; known features: video/raw, audio/features, audio/transcript, "
+        "graph; known features: video/raw, audio/features, audio/transcript, "
         "video/crop, vision/faces, train/manifest. Run `metaxy features` to see them.\n"
     )
 
@@ -288,25 +287,80 @@ def test_graph_image_offline_needs_no_program(
 # -- P3: status and history on the example's store -----------------------------------------------
 
 
+LOCATION_MODULE = '''"""The example's code location, with the fields a test changed."""
+from pathlib import Path
+
+from example_project.assets import build_assets
+from metaxy_core import FieldSpec
+from metaxy_dagster import feature_graph
+
+CHANGED = {changed!r}
+assets = build_assets(
+    Path(__file__).parent / "data",
+    fields={{k: [FieldSpec.model_validate(f) for f in v] for k, v in CHANGED.items()}},
+)
+graph = feature_graph(assets)
+'''
+
+
 class Example:
-    """The example's assets over clips and a store file in the project folder, run by Dagster."""
+    """The example's assets over clips and a store file in the project folder, run by Dagster.
+    :meth:`change` edits their code as an author would."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.data_dir = folder / "data"
         assert generate_clips(self.data_dir, N) == CLIPS
         self.assets = build_assets(self.data_dir)
         self.store_path = folder / "metaxy.duckdb"
         self.instance = dg.DagsterInstance.ephemeral()
+        self.changed: dict[str, list[FieldSpec]] = {}
+        self.versions = 0
+
+    @property
+    def graph(self) -> FeatureGraph:
+        """The feature graph of the current assets."""
+        return feature_graph(self.assets)
+
+    def store(self) -> DuckDBMetadataStore:
+        """The store file, over the current definitions."""
+        return DuckDBMetadataStore(self.graph, self.store_path)
+
+    def change(self, feature: str, fields: list[FieldSpec]) -> None:
+        """Declare ``feature`` with ``fields`` from now on: a new code location module in the
+        project builds the example's assets so, metaxy.toml names its ``graph`` (the command
+        imports it), and the runs materialize the same assets."""
+        self.changed[feature] = fields
+        self.versions += 1
+        name = f"{LOCATION}_{self.versions}"
+        dumped = {k: [f.model_dump(mode="json") for f in v] for k, v in self.changed.items()}
+        (self.folder / f"{name}.py").write_text(
+            LOCATION_MODULE.format(changed=dumped), encoding="utf-8"
+        )
+        importlib.invalidate_caches()  # a module file written within the folder's mtime tick
+        (self.folder / "metaxy.toml").write_text(
+            f'features = "{name}:graph"\nstore = "metaxy.duckdb"\n', encoding="utf-8"
+        )
+        self.assets = build_assets(self.data_dir, fields=self.changed)
+
+    def bump(self, feature: str, *fields: str, version: str = "2") -> None:
+        """Change code versions of ``feature``'s ``fields``."""
+        self.change(
+            feature,
+            [
+                f.model_copy(update={"code_version": version}) if f.key in fields else f
+                for f in self.graph[feature].fields
+            ],
+        )
 
     def materialize(self, *features: str) -> dg.ExecuteInProcessResult:
         """Materialize ``features`` (default: all) in one run."""
-        store = MetaxyStoreResource(path=str(self.store_path))
         chosen = [
             a for a in self.assets if not features or a.key in {asset_key(f) for f in features}
         ]
         result = dg.materialize(
             chosen,
-            resources={"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)},
+            resources=build_resources(self.store_path),
             instance=self.instance,
             selection=chosen,
         )
@@ -315,7 +369,7 @@ class Example:
 
     def written(self, feature: str, run_id: str) -> list[str]:
         """Clips of ``feature`` that run ``run_id`` wrote."""
-        history = DuckDBMetadataStore(feature_graph(), self.store_path).read(feature, history=True)
+        history = self.store().read(feature, history=True)
         rows = history.filter((pl.col(columns.RUN_ID) == run_id) & ~pl.col(columns.DELETED))
         return sorted(rows["clip_id"])
 
@@ -417,34 +471,41 @@ def test_history_lists_the_writes(example: Example) -> None:
 # -- P4: snapshots, diff, accept, delete ----------------------------------------------------------
 
 
-def bump(feature: str, *fields: str, version: str = "2") -> None:
-    """Change code versions as an author would, in the code location's graph."""
-    spec = feature_graph()[feature]
-    changed = tuple(
-        f.model_copy(update={"code_version": version}) if f.key in fields else f
-        for f in spec.fields
-    )
-    register_feature(spec.model_copy(update={"fields": changed}))
-
-
-def example_store() -> DuckDBMetadataStore:
-    return DuckDBMetadataStore(feature_graph(), Path("metaxy.duckdb"))
+def test_a_changed_feature_must_be_one_of_the_example_s(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no feature 'video/nope' in the example; its features"):
+        build_assets(tmp_path, fields={"video/nope": [FieldSpec(key="x")]})
 
 
 def test_a_write_records_a_snapshot_once(example: Example) -> None:
+    """Each asset writes over its feature and those upstream of it: the first run's snapshots
+    grow with the graph (one feature more each), the latest is the whole graph; a run with the
+    same definitions records nothing."""
     listed = json.loads(run("snapshots", "--json").stdout)
-    assert [(s["features"], s["current"]) for s in listed] == [(6, True)]
-    assert listed[0]["graph_version"] == feature_graph().versions.graph
+    assert [(s["features"], s["current"]) for s in listed] == [
+        (6, True),
+        (5, False),
+        (4, False),
+        (3, False),
+        (2, False),
+        (1, False),
+    ]
+    assert listed[0]["graph_version"] == example.graph.versions.graph
     assert "already the latest" in run("snapshot").stdout
-    bump("video/crop", "audio")
+    example.materialize()
+    assert json.loads(run("snapshots", "--json").stdout) == listed
+    example.bump("video/crop", "audio")
     assert "recorded" in run("snapshot").stdout
-    assert [s["current"] for s in json.loads(run("snapshots", "--json").stdout)] == [True, False]
+    current = [s["current"] for s in json.loads(run("snapshots", "--json").stdout)]
+    assert current == [True, *[False] * 6]
+    # A run with the bumped definitions records nothing more: the snapshot holds them.
+    example.materialize()
+    assert len(json.loads(run("snapshots", "--json").stdout)) == 7
 
 
 def test_diff_predicts_exactly_what_the_run_recomputes(example: Example) -> None:
     """Acceptance 1: after a code-version bump, `diff` names the change and predicts the
     samples each feature recomputes; the run then recomputes exactly those."""
-    bump("video/crop", "audio")
+    example.bump("video/crop", "audio")
     found = json.loads(run("diff", "--json").stdout)
     assert found["changes"] == [
         {"feature": "video/crop", "field": "audio", "kind": "code version", "old": "1", "new": "2"}
@@ -477,9 +538,9 @@ def test_diff_predicts_exactly_what_the_run_recomputes(example: Example) -> None
 
 
 def test_diff_of_a_reads_change_and_what_follows(example: Example) -> None:
-    spec = feature_graph()["video/crop"]
-    frames = FieldSpec(key="frames", deps=[FieldDep("video/raw")])  # now reads audio too
-    register_feature(spec.model_copy(update={"fields": (spec.fields[0], frames)}))
+    audio = example.graph["video/crop"].fields[0]
+    frames = FieldSpec(key="frames", deps=(FieldDep("video/raw"),))  # now reads audio too
+    example.change("video/crop", [audio, frames])
     found = json.loads(run("diff", "--json").stdout)
     assert found["changes"] == [
         {
@@ -506,15 +567,15 @@ def test_diff_errors(project: Path, example: Example) -> None:
 
 def test_accept_makes_samples_fresh_without_recompute(example: Example) -> None:
     """Acceptance 1: `accept` after a cosmetic bump: fresh without recompute, an audit row."""
-    bump("video/crop", "audio")
-    before = example_store().read("video/crop").sort("clip_id")
+    example.bump("video/crop", "audio")
+    before = example.store().read("video/crop").sort("clip_id")
     result = run("accept", "video/crop.audio")
     assert f"accepted audio of video/crop: {N} samples take version" in result.stdout
     found = status_json()
     assert {k: s["new"] + s["stale"] + s["orphaned"] for k, s in found.items()} == dict.fromkeys(
         found, 0
     )
-    after = example_store().read("video/crop").sort("clip_id")
+    after = example.store().read("video/crop").sort("clip_id")
     # Outputs and data versions kept; versions and provenance of audio moved on.
     for name in [
         "crop_audio_path",
@@ -526,8 +587,8 @@ def test_accept_makes_samples_fresh_without_recompute(example: Example) -> None:
     assert (
         after["metaxy_provenance__audio"].to_list() != before["metaxy_provenance__audio"].to_list()
     )
-    assert set(after["metaxy_feature_version"]) == {feature_graph().versions.features["video/crop"]}
-    [(record, body)] = audits(example_store(), ACCEPT)
+    assert set(after["metaxy_feature_version"]) == {example.graph.versions.features["video/crop"]}
+    [(record, body)] = audits(example.store(), ACCEPT)
     assert record.key == "video/crop"
     assert (body["fields"], body["samples"]) == (["audio"], N)
     writes = json.loads(run("history", "video/crop", "--json").stdout)
@@ -542,19 +603,19 @@ def test_accept_makes_samples_fresh_without_recompute(example: Example) -> None:
 def test_accept_refuses_when_upstream_data_changed_too(example: Example) -> None:
     edit_audio(1, example.data_dir)
     example.materialize("video/raw")
-    bump("video/crop", "audio")
-    seq = example_store().last_write_seq("video/crop")
+    example.bump("video/crop", "audio")
+    seq = example.store().last_write_seq("video/crop")
     result = run("accept", "video/crop", code=1)
     assert result.stderr.startswith(
         "error: cannot accept the change of 'video/crop': 1 of its stale samples also have "
         "changed upstream data (e.g. {'clip_id': 'clip-0000'}), which needs a recompute."
     )
-    assert example_store().last_write_seq("video/crop") == seq  # nothing written
-    assert audits(example_store(), ACCEPT) == []
+    assert example.store().last_write_seq("video/crop") == seq  # nothing written
+    assert audits(example.store(), ACCEPT) == []
 
 
 def test_accept_one_field_refuses_other_changed_fields(example: Example) -> None:
-    bump("video/crop", "audio", "frames")
+    example.bump("video/crop", "audio", "frames")
     result = run("accept", "video/crop.audio", code=1)
     assert f"{N} stale samples also changed field(s) frames" in result.stderr
     assert "accepted audio, frames of video/crop" in run("accept", "video/crop").stdout
@@ -564,7 +625,7 @@ def test_accept_one_field_refuses_other_changed_fields(example: Example) -> None
 
 
 def test_accept_a_root_code_change(example: Example) -> None:
-    bump("video/raw", "frames")
+    example.bump("video/raw", "frames")
     assert status_json("video/raw")["video/raw"]["stale"] == N
     assert f"accepted frames of video/raw: {N} samples" in run("accept", "video/raw.frames").stdout
     assert {k: s["stale"] for k, s in status_json().items()} == dict.fromkeys(status_json(), 0)
@@ -577,12 +638,12 @@ def test_delete_soft_deletes_samples(example: Example) -> None:
     assert (found["stored"], found["new"]) == (N - 3, 3)  # computable again
     writes = json.loads(run("history", "vision/faces", "--json").stdout)
     assert (writes[-1]["rows"], writes[-1]["deleted"]) == (3, True)
-    assert len(example_store().read("vision/faces", history=True)) == N + 3  # history kept
+    assert len(example.store().read("vision/faces", history=True)) == N + 3  # history kept
 
     bad = run("delete", "vision/faces", "--ids", "clip-0000,clip-9999", code=1)
     assert "1 of the given ids are not current samples of 'vision/faces'" in bad.stderr
     assert "{'clip_id': 'clip-9999'}" in bad.stderr
-    assert example_store().read("vision/faces").height == N - 3  # nothing deleted
+    assert example.store().read("vision/faces").height == N - 3  # nothing deleted
     assert "Missing option '--ids'" in run("delete", "vision/faces", code=2).stderr
 
 
@@ -615,7 +676,7 @@ def test_doc_terminal_captures_are_what_metaxy_prints(project: Path) -> None:
 def test_doc_error_example_and_diff_line(example: Example) -> None:
     error, diff_line = doc_blocks("text")
     assert run("describe", "video/nope", code=1).stderr == error
-    bump("video/crop", "audio")
+    example.bump("video/crop", "audio")
     assert diff_line.strip() in run("diff").stdout
 
 

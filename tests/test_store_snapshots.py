@@ -135,6 +135,33 @@ def test_accept_a_root_field(opener: Opener) -> None:
     assert store.count_update("audio/text").total == 0
 
 
+def test_a_store_over_part_of_the_graph_updates_the_latest_snapshot(opener: Opener) -> None:
+    """As a Dagster asset's store holds its feature and those upstream only: a part that
+    agrees with the latest snapshot records nothing; a changed part records the latest
+    snapshot with its definitions in place; ``exact`` records the part as it is."""
+    fill(opener(graph()))
+    raw_only = FeatureGraph([graph()["video/raw"]])
+    part = opener(raw_only)
+    part.write("video/raw", raw(["a", "b", "c"]))
+    assert [s.graph_version for s in snapshots(part)] == [graph().versions.graph]
+    bumped = opener(FeatureGraph([graph(raw_audio="2")["video/raw"]]))
+    bumped.write("video/raw", raw(["a", "b", "c"]))
+    latest = snapshots(bumped)[-1]
+    assert latest.graph_version == graph(raw_audio="2").versions.graph  # both features
+    assert sorted(spec.key for spec in latest.graph) == ["audio/text", "video/raw"]
+    assert record_snapshot(opener(raw_only), exact=True) is True
+    assert snapshots(bumped)[-1].graph_version == raw_only.versions.graph
+
+
+def test_a_part_that_no_longer_fits_the_latest_snapshot_records_itself(opener: Opener) -> None:
+    """A field removed that a feature outside the part read: the part is the best record."""
+    fill(opener(graph()))
+    no_audio = FeatureSpec(key="video/raw", id_columns=["id"], fields=["frames"])
+    part = opener(FeatureGraph([no_audio]))
+    part.write("video/raw", raw(["a"]).drop("metaxy_data_version__audio"))
+    assert snapshots(part)[-1].graph_version == FeatureGraph([no_audio]).versions.graph
+
+
 def test_a_store_written_before_records_existed(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     store = DuckDBMetadataStore(graph(), path)

@@ -251,7 +251,7 @@ def snapshot_command(ctx: typer.Context) -> None:
     A store also records one by itself when it is first written with new definitions.
     """
     proj = project(ctx)
-    recorded = snapshots.record_snapshot(proj.store, force=True)
+    recorded = snapshots.record_snapshot(proj.store, force=True, exact=True)
     version = proj.graph.versions.graph
     what = "recorded" if recorded else "already the latest"
     out().print(f"graph snapshot {version} {what} in {proj.store}", highlight=False, soft_wrap=True)

@@ -52,7 +52,8 @@ class ProjectConfig(BaseSettings):
 
     features: str = Field(
         description="Where the feature graph is declared: 'module:attribute', the attribute "
-        "being a FeatureGraph, a list of FeatureSpec, or a function returning either."
+        "being a FeatureGraph, a list of FeatureSpec, or a function returning either. For a "
+        "Dagster code location: graph = metaxy_dagster.feature_graph(defs) in its module."
     )
     store: str = Field(
         default="metaxy.duckdb",
@@ -179,7 +180,8 @@ def load_graph(config: ProjectConfig) -> FeatureGraph:
     raise ConfigError(
         f"features = {config.features!r} is a {type(value).__name__}, not a FeatureGraph. "
         "Point it at a FeatureGraph, a list of FeatureSpec, or a function returning one (for "
-        "Dagster definitions: metaxy_dagster's feature_graph, imported in that module)."
+        "Dagster definitions: add graph = metaxy_dagster.feature_graph(defs) to that module "
+        "and name it)."
     )
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from metaxy_core.definitions import FeatureSpec
-from metaxy_core.errors import SnapshotNotFoundError
+from metaxy_core.errors import MetaxyError, SnapshotNotFoundError
 from metaxy_core.graph import FeatureGraph
 
 if TYPE_CHECKING:
@@ -69,9 +69,17 @@ def snapshot_body(graph: FeatureGraph) -> str:
     return json.dumps({"features": specs}, sort_keys=True, separators=(",", ":"))
 
 
-def record_snapshot(store: MetadataStore, session: Any = None, *, force: bool = False) -> bool:
-    """Record the store's graph unless it is already its latest snapshot; returns whether a
-    snapshot was recorded. A store that keeps no records is skipped unless ``force``."""
+def record_snapshot(
+    store: MetadataStore, session: Any = None, *, force: bool = False, exact: bool = False
+) -> bool:
+    """Record the store's definitions unless its latest snapshot already holds them; returns
+    whether a snapshot was recorded. A store that keeps no records is skipped unless ``force``.
+
+    A store over part of a code location's graph (a Dagster asset's store holds its feature and
+    those upstream of it) records the latest snapshot with its own definitions in place, so the
+    writes of one code location's assets add one snapshot: the whole graph. ``exact`` records
+    the store's graph as it is (``metaxy snapshot``: features removed from the code leave it).
+    """
     if not store._keeps_records and not force:
         return False
     version = store.graph.versions.graph
@@ -79,12 +87,29 @@ def record_snapshot(store: MetadataStore, session: Any = None, *, force: bool = 
         return False
     with store._write_session() if session is None else _held(session) as con:
         latest = store._records(con, SNAPSHOT)
-        recorded = False
-        if not latest or latest[-1].key != version:
-            store._record(con, SNAPSHOT, version, snapshot_body(store.graph))
-            recorded = True
+        graph = store.graph if exact or not latest else _updated(latest[-1], store.graph)
+        recorded = not latest or latest[-1].key != graph.versions.graph
+        if recorded:
+            store._record(con, SNAPSHOT, graph.versions.graph, snapshot_body(graph))
     store._latest_snapshot = version
     return recorded
+
+
+def _graph(record: Record) -> FeatureGraph:
+    specs = json.loads(record.body)["features"]
+    return FeatureGraph(FeatureSpec.model_validate(spec) for spec in specs)
+
+
+def _updated(latest: Record, graph: FeatureGraph) -> FeatureGraph:
+    """The definitions of ``latest`` with those of ``graph`` in place."""
+    specs = {spec.key: spec for spec in _graph(latest)}
+    specs.update((spec.key, spec) for spec in graph)
+    try:
+        return FeatureGraph(specs.values())
+    except MetaxyError:
+        # The code changed more than this store sees (e.g. a field removed that a feature
+        # outside ``graph`` read): its own graph is the best record of it.
+        return graph
 
 
 class _held:
@@ -106,9 +131,7 @@ def snapshots(store: MetadataStore) -> list[Snapshot]:
         found = store._records(con, SNAPSHOT)
     out = []
     for record in found:
-        specs = json.loads(record.body)["features"]
-        graph = FeatureGraph(FeatureSpec.model_validate(spec) for spec in specs)
-        out.append(Snapshot(record.seq, record.key, record.recorded_at, graph))
+        out.append(Snapshot(record.seq, record.key, record.recorded_at, _graph(record)))
     return out
 
 
