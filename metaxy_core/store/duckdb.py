@@ -426,6 +426,10 @@ class DuckDBMetadataStore(MetadataStore):
             [feature, list(self.graph[feature].id_columns), feature],
         )
 
+    def _only_nulls(self, con: duckdb.DuckDBPyConnection, feature: str, column: str) -> bool:
+        history = quote(f"{feature}:history")
+        return not _scalar(con, f"SELECT count({quote(column)}) FROM {history}")
+
     def _evolve_schema(
         self, con: duckdb.DuckDBPyConnection, feature: str, metaxy_batch: object
     ) -> None:
@@ -435,8 +439,11 @@ class DuckDBMetadataStore(MetadataStore):
             if name not in stored:
                 for table in (feature, f"{feature}:history"):
                     con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {dtype}")
-            elif stored[name] == '"NULL"' and dtype != '"NULL"':
-                # Only nulls were written so far, which told no type: this write's type holds.
+            elif (
+                stored[name] != dtype and dtype != '"NULL"' and self._only_nulls(con, feature, name)
+            ):
+                # Only nulls were written so far, which told no type (DuckDB 2 stores them as
+                # NULL, older versions as INTEGER): this write's type holds.
                 for table in (feature, f"{feature}:history"):
                     con.execute(f"ALTER TABLE {quote(table)} ALTER {quote(name)} TYPE {dtype}")
             elif stored[name] != dtype and dtype != '"NULL"':
