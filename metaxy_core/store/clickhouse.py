@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import polars as pl
 import pyarrow as pa
@@ -36,7 +37,7 @@ import pyarrow as pa
 from metaxy_core import columns as c
 from metaxy_core.engines.clickhouse import ClickHouseEngine, cast_like, clickhouse_type
 from metaxy_core.engines.sql import quote, sql_literal
-from metaxy_core.errors import ColumnTypeError, StoreError, StoreFormatError
+from metaxy_core.errors import ColumnTypeError, ConfigError, StoreError, StoreFormatError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store._clickhouse_client import ChdbClient, ClickHouseClient, ServerClient
@@ -123,6 +124,36 @@ class ClickHouseMetadataStore(MetadataStore):
         """
         client = ServerClient(host, port=port, username=username, password=password, secure=secure)
         return cls(graph, client, database=database)
+
+    @classmethod
+    def from_uri(cls, graph: FeatureGraph, uri: str) -> ClickHouseMetadataStore:
+        """A store from a URI: ``chdb:///path/to/dir`` (embedded), or
+        ``clickhouse://[user[:password]@]host[:port][/database]`` (``clickhouses://`` for
+        HTTPS); ``?database=name`` sets the database of a chdb store.
+
+        >>> from metaxy_core import FeatureGraph
+        >>> ClickHouseMetadataStore.from_uri(FeatureGraph([]), "clickhouse://ch.internal:8123/meta")
+        ClickHouseMetadataStore('clickhouse://ch.internal:8123', database='meta')
+        """
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        if parts.scheme == "chdb" and parts.path:
+            database = query.get("database", ["metaxy"])[0]
+            return cls(graph, unquote(parts.netloc + parts.path), database=database)
+        if parts.scheme in ("clickhouse", "clickhouses") and parts.hostname:
+            return cls.server(
+                graph,
+                parts.hostname,
+                port=parts.port,
+                database=unquote(parts.path.strip("/")) or "metaxy",
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                secure=parts.scheme == "clickhouses",
+            )
+        raise ConfigError(
+            f"store URI {uri!r} is not a ClickHouse URI. Use chdb:///path/to/directory for "
+            "embedded ClickHouse or clickhouse://user:password@host:8123/database for a server."
+        )
 
     def __repr__(self) -> str:
         return f"ClickHouseMetadataStore({self.client.description!r}, database={self.database!r})"
