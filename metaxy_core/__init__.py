@@ -19,11 +19,13 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts, hash_string, to_hex
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
+from metaxy_core.store.clickhouse import ClickHouseMetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
 from metaxy_core.versions import GraphVersions
 
 __all__ = [
+    "ClickHouseMetadataStore",
     "DEFAULT_FIELD",
     "DuckDBMetadataStore",
     "FeatureDep",

@@ -24,7 +24,13 @@ from metaxy_core.store.memory import InMemoryMetadataStore
 
 __all__ = ["STORE_KINDS", "assert_same_rows", "make_store", "root_samples"]
 
-STORE_KINDS: Final = ("memory", "duckdb-memory", "duckdb-file-polars", "duckdb-file-sql")
+STORE_KINDS: Final = (
+    "memory",
+    "duckdb-memory",
+    "duckdb-file-polars",
+    "duckdb-file-sql",
+    "clickhouse",
+)
 """Every store and engine combination: parametrize a fixture over these."""
 
 
@@ -41,6 +47,12 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
         if kind.endswith("polars"):
             return DuckDBMetadataStore(graph, path, engine="polars")
         return DuckDBMetadataStore(graph, path, engine="duckdb")
+    if kind == "clickhouse":
+        if directory is None:
+            raise ValueError(f"store kind {kind!r} needs a directory for its data")
+        from metaxy_core.store.clickhouse import ClickHouseMetadataStore  # needs chdb
+
+        return ClickHouseMetadataStore(graph, Path(directory) / "clickhouse")
     raise ValueError(f"unknown store kind {kind!r}; choose one of {', '.join(STORE_KINDS)}")
 
 
