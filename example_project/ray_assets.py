@@ -21,6 +21,7 @@ Ray is started by the caller (``ray.init(...)``), or by Ray Data itself on first
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -63,9 +64,7 @@ def crop_batch(batch: pa.Table, *, data_dir: str) -> pa.Table:
             {
                 ID: r[ID],
                 **result,
-                columns.data_version_column("audio"): content_hash(
-                    Path(result["crop_audio_path"])
-                ),
+                columns.data_version_column("audio"): content_hash(Path(result["crop_audio_path"])),
                 columns.data_version_column("frames"): content_hash(
                     Path(result["crop_frames_path"])
                 ),
@@ -79,8 +78,7 @@ def faces_batch(batch: pa.Table, *, data_dir: str) -> pa.Table:
     out = output_dir(Path(data_dir), "faces")
     clips = batch.select([ID, "crop_frames_path"]).to_pylist()
     rows = [
-        {ID: r[ID], **detect_faces(Path(r["crop_frames_path"]), out, clip_id=r[ID])}
-        for r in clips
+        {ID: r[ID], **detect_faces(Path(r["crop_frames_path"]), out, clip_id=r[ID])} for r in clips
     ]
     return _results(batch, rows)
 
@@ -95,7 +93,7 @@ def build_ray_assets(data_dir: Path, *, blocks: int | None = None) -> list[dg.As
         context: dg.AssetExecutionContext,
         store: MetaxyStoreResource,
         asset: dg.AssetsDefinition,
-        step: object,
+        step: Callable[..., pa.Table],
     ) -> pl.DataFrame:
         feature = "/".join(asset.key.path)
         metadata_store = store.get_store(feature_graph([asset]))

@@ -101,7 +101,9 @@ def test_increment_computed_on_ray_is_written_as_in_process(tmp_path: Path) -> N
     assert len(sink.writes) == 4
     assert sorted(w.rows > 0 for w in sink.writes) == [True] * 4
     assert len({w.write_seq for w in sink.writes}) == 4  # one store write per task
-    assert_same_rows(stored(on_ray, "video/crop"), stored(in_process, "video/crop"), by=["video_id"])
+    assert_same_rows(
+        stored(on_ray, "video/crop"), stored(in_process, "video/crop"), by=["video_id"]
+    )
     assert on_ray.read("video/crop").get_column(columns.RUN_ID).unique().to_list() == ["ray-run"]
     assert on_ray.count_update("video/crop").total == 0
 
@@ -148,9 +150,7 @@ def counts(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         if mat.asset_key == asset_key(feature):
-            return {
-                k: mat.metadata[f"metaxy/{k}"].value for k in ("new", "stale", "orphaned")
-            }
+            return {k: mat.metadata[f"metaxy/{k}"].value for k in ("new", "stale", "orphaned")}
     raise KeyError(feature)
 
 
@@ -186,7 +186,7 @@ def test_example_on_ray_matches_in_process(tmp_path: Path) -> None:
             )
         return local, on_ray
 
-    local, on_ray = both()
+    _, on_ray = both()
     assert counts(on_ray, "video/crop") == {"new": N_CLIPS, "stale": 0, "orphaned": 0}
     writes = ray_writes(on_ray, "video/crop")
     assert sum(w["rows"] for w in writes) == N_CLIPS
@@ -195,7 +195,7 @@ def test_example_on_ray_matches_in_process(tmp_path: Path) -> None:
 
     edit_audio(EDITED, data_dir)
     faces_before = ray_store.read("vision/faces", history=True).height
-    local, on_ray = both()
+    _, on_ray = both()
     assert counts(on_ray, "video/crop") == {"new": 0, "stale": EDITED, "orphaned": 0}
     assert sum(w["rows"] for w in ray_writes(on_ray, "video/crop")) == EDITED
     # The face branch reads the crop's frames only, which the audio edit left alone: pruned.

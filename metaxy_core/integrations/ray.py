@@ -93,7 +93,7 @@ class MetaxyDatasource(Datasource):
         samples: Any = None,
         filter: SampleFilter | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
         self._store = _shareable(store, f"reading {feature!r} on Ray")
         self._store.graph[feature]  # an unknown feature fails here, not on a worker
         self._feature = feature
@@ -232,7 +232,8 @@ def _blocks(blocks: int | None) -> int:
     """Read tasks: as asked, else one per CPU of the Ray cluster."""
     if blocks is not None:
         return blocks
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return max(1, int(resources.get("CPU", 1)))
 
 
 def read_increment(
@@ -246,7 +247,8 @@ def read_increment(
     """The new and stale samples of ``feature`` as a Dataset of ``blocks`` read tasks (one
     per CPU of the cluster by default); see :class:`MetaxyDatasource`."""
     source = MetaxyDatasource(store, feature, samples=samples, filter=filter)
-    return ray.data.read_datasource(source, override_num_blocks=_blocks(blocks))
+    dataset: Dataset = ray.data.read_datasource(source, override_num_blocks=_blocks(blocks))
+    return dataset
 
 
 def read_current(
@@ -258,5 +260,5 @@ def read_current(
 ) -> Dataset:
     """The current rows of ``feature`` as a Dataset; see :class:`MetaxyDatasource`."""
     source = MetaxyDatasource(store, feature, current=True, filter=filter)
-    return ray.data.read_datasource(source, override_num_blocks=_blocks(blocks))
-
+    dataset: Dataset = ray.data.read_datasource(source, override_num_blocks=_blocks(blocks))
+    return dataset

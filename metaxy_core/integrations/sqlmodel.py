@@ -110,13 +110,9 @@ def feature_spec(model: type[BaseModel]) -> FeatureSpec:
             "`video_id: str = Field(primary_key=True)`."
         )
     model_schema(model)  # refuses field types a store cannot hold, when declared
-    description = options.get("description", _docstring(model))
-    return FeatureSpec(
-        key=options["key"],
-        id_columns=ids,
-        **{k: options[k] for k in ("fields", "deps") if k in options},  # type: ignore[literal-required]  # keys checked
-        description=description,
-    )
+    given: dict[str, Any] = {k: v for k, v in options.items() if k != "key"}
+    given.setdefault("description", _docstring(model))
+    return FeatureSpec.model_validate({"key": options["key"], "id_columns": ids, **given})
 
 
 def _docstring(model: type[BaseModel]) -> str | None:
@@ -161,11 +157,12 @@ def model_schema(model: type[BaseModel]) -> dict[str, pl.DataType]:
     return schema
 
 
-def _accepts(expected: pl.DataType, actual: pl.DataType) -> bool:
+def _accepts(expected: object, actual: object) -> bool:
+    """Whether a column of type ``actual`` holds what a field of type ``expected`` does."""
     if isinstance(expected, pl.List):
         return isinstance(actual, pl.List) and _accepts(expected.inner, actual.inner)
     allowed = next(kinds for canonical, kinds in _TYPES.values() if canonical == expected)
-    return isinstance(actual, allowed) or actual == pl.Null
+    return actual == pl.Null or isinstance(actual, allowed)
 
 
 def validate_rows(model: type[BaseModel], frame: Any) -> pl.DataFrame:
