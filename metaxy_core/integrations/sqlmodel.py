@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any, TypedDict, TypeVar
 
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from typing_extensions import NotRequired
 
 from metaxy_core.definitions import FeatureDep, FeatureSpec, FieldSpec
@@ -209,10 +209,30 @@ def write_models(
     ``metaxy_data_version__<field>`` columns (a root feature needs one per field)."""
     frame = rows
     if isinstance(rows, (list, tuple)) and all(isinstance(r, BaseModel) for r in rows):
-        schema = model_schema(model)
-        frame = pl.DataFrame([r.model_dump(include=set(schema)) for r in rows], schema=schema)
+        frame = _instances_frame(model, rows)
     data = validate_rows(model, frame)
     return store.write(_options(model)["key"], data, run_id=run_id)
+
+
+def _instances_frame(model: type[BaseModel], rows: Sequence[BaseModel]) -> pl.DataFrame:
+    """Instances as a frame of the class's schema, each checked strictly against the class
+    first (a SQLModel table class does not validate on construction)."""
+    schema = model_schema(model)
+    values = []
+    for index, row in enumerate(rows):
+        given = {n: getattr(row, n, None) for n in schema}
+        try:
+            model.model_validate(given, strict=True)
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            raise ColumnTypeError(
+                f"feature {_options(model)['key']!r}: column {name!r} of row {index} "
+                f"({given!r}) is refused by {model.__name__}: {first['msg']}. Give it a value "
+                "of the field's type."
+            ) from None
+        values.append(given)
+    return pl.DataFrame(values, schema=schema)
 
 
 def read_models(
