@@ -36,7 +36,7 @@ class VideoRaw(SQLModel):
 class VideoCrop(SQLModel, table=True):
     """Center-cropped frames and the first half second of audio of each video."""
 
-    __tablename__ = "video_crop"
+    __tablename__ = "reference_video_crop"
     __metaxy__: ClassVar[FeatureOptions] = {
         "key": "video/crop",
         "deps": ["video/raw"],
