@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +167,8 @@ class BlockWrite:
     """The store's write sequence of the write; ``None`` when the task had no rows."""
     worker: str
     """``host:pid`` of the Ray worker that wrote."""
+    seconds: float
+    """Wall time of the store write, waiting for the store's lock included."""
 
 
 class MetaxyDatasink(Datasink[BlockWrite]):
@@ -214,10 +217,11 @@ class MetaxyDatasink(Datasink[BlockWrite]):
         frames = [f for f in frames if f.width]  # Ray's empty blocks may carry no columns
         rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
         if rows.height == 0:
-            return BlockWrite(0, None, worker)
+            return BlockWrite(0, None, worker, 0.0)
         rows = rows.drop([n for n in _INCREMENT_ONLY if n in rows.columns])
+        start = time.perf_counter()
         result = self._store.write(self._feature, rows, run_id=self._run_id)
-        return BlockWrite(result.rows, result.write_seq, worker)
+        return BlockWrite(result.rows, result.write_seq, worker, time.perf_counter() - start)
 
     def on_write_complete(self, write_result: RayWriteResult[BlockWrite]) -> None:
         self.writes = list(write_result.write_returns)
