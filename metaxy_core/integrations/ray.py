@@ -178,7 +178,7 @@ class MetaxyDatasink(Datasink[BlockWrite]):
     writes all of its rows or none; the store adds every system column (provenance from the
     rows' ``metaxy_provenance__<field>`` columns, as an increment from
     :class:`MetaxyDatasource` gives them, or from the current upstream rows). On a DuckDB
-    file, tasks write one at a time, in turn of the file's exclusive lock.
+    file, tasks write one at a time, each waiting for the file's exclusive lock.
 
     After ``write_datasink`` returns, :attr:`writes` lists what each task wrote.
 
@@ -186,7 +186,7 @@ class MetaxyDatasink(Datasink[BlockWrite]):
         store: the store, opened by each write task on its worker.
         feature: the feature key.
         run_id: recorded on every row (e.g. the Dagster run id).
-        rows_per_write: rows Ray gives each write task at least (``None``: Ray's choice).
+        rows_per_write: rows Ray aims to give each write task (``None``: Ray's choice).
     """
 
     def __init__(
