@@ -121,6 +121,19 @@ def test_a_filtered_increment_reads_exactly_its_samples(tmp_path: Path, scope: A
     assert_same_rows(read, expected, by=["video_id"])
 
 
+def test_a_root_increment_reads_the_changed_samples(tmp_path: Path) -> None:
+    store = with_raw(tmp_path, "store")
+    samples = raw_samples(1000).with_columns(
+        pl.when(pl.col("video_id") < "v0010")
+        .then(pl.lit("edited"))
+        .otherwise(pl.col("metaxy_data_version__audio"))
+        .alias("metaxy_data_version__audio")
+    )
+    read = collect(read_increment(store, "video/raw", samples=samples, blocks=2))
+    assert sorted(read["video_id"]) == [f"v{i:04d}" for i in range(10)]
+    assert read[columns.CHANGED_FIELDS].to_list() == [["audio"]] * 10
+
+
 def test_current_rows_read_in_blocks(tmp_path: Path) -> None:
     store = with_raw(tmp_path, "store")
     dataset = read_current(store, "video/raw", filter=nw.col("video_id") >= "v0900", blocks=2)

@@ -79,9 +79,10 @@ class MetaxyDatasource(Datasource):
         filter: limit the samples (a Narwhals predicate or one :class:`HashShard`).
 
     Ray's read parallelism ``n`` (``override_num_blocks=``) gives ``n`` read tasks, one hash
-    shard each: task ``i`` of a predicate keeps the samples of shard ``i`` of ``n``; task
-    ``i`` of ``HashShard(count, index)`` reads ``HashShard(count * n, index + count * i)``,
-    which together are exactly that shard. Increment rows carry the expected provenance;
+    shard each: task ``i`` resolves ``HashShard(n, i)``; of ``HashShard(count, index)``, it
+    resolves ``HashShard(count * n, index + count * i)``, which together are exactly that
+    shard. With a predicate, each task resolves the predicate's samples and keeps its shard
+    (so the predicate's samples are resolved ``n`` times: keep ``n`` small). Increment rows carry the expected provenance;
     orphaned samples are not read (deleting them is the caller's choice).
     """
 
