@@ -82,8 +82,9 @@ class MetaxyDatasource(Datasource):
     shard each: task ``i`` resolves ``HashShard(n, i)``; of ``HashShard(count, index)``, it
     resolves ``HashShard(count * n, index + count * i)``, which together are exactly that
     shard. With a predicate, each task resolves the predicate's samples and keeps its shard
-    (so the predicate's samples are resolved ``n`` times: keep ``n`` small). Increment rows carry the expected provenance;
-    orphaned samples are not read (deleting them is the caller's choice).
+    (so the predicate's samples are resolved ``n`` times: keep ``n`` small). Increment rows
+    carry the expected provenance; orphaned samples are not read (deleting them is the
+    caller's choice).
     """
 
     def __init__(
