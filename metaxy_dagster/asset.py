@@ -30,7 +30,7 @@ from metaxy_core import (
     hash_parts,
     to_hex,
 )
-from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of
+from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of, location_graph
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.materialize import materialize
 from metaxy_dagster.metadata import asset_code_version, asset_key, definition_metadata
@@ -173,7 +173,9 @@ def metaxy_asset(
                     f"{type(resource).__name__}, not a MetaxyStoreResource; wire "
                     f"MetaxyStoreResource(path=...) under {store_key!r}."
                 )
-            store = resource.get_store(feature_graph)
+            # The store over the whole code location's graph (not only what this asset sees),
+            # so the writes of a code location's assets record one snapshot: its graph.
+            store = resource.get_store(_location_graph(context, feature_graph))
             return materialize(context, store, described, call(context, params), partitions)
 
         _compute.__signature__ = signature  # type: ignore[attr-defined]  # read by Dagster
@@ -200,6 +202,16 @@ def metaxy_asset(
         )
 
     return decorate
+
+
+def _location_graph(context: dg.AssetExecutionContext, own: FeatureGraph) -> FeatureGraph:
+    """The code location's graph; ``own`` for a job run outside any repository (e.g. a job's
+    ``execute_in_process``)."""
+    try:
+        repository = context.repository_def
+    except Exception:  # Dagster's invariant check (not a public error class) when unset
+        return own
+    return location_graph(repository, own)
 
 
 def _check_keywords(kwargs: Mapping[str, Any]) -> None:
