@@ -9,8 +9,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import DuckDBMetadataStore, FeatureSpec, columns, errors
-from metaxy_core.store.rows import to_polars, validate_ids
+from metaxy_core import DuckDBMetadataStore, FeatureSpec, columns, errors, validate_ids
+from metaxy_dagster.frames import to_polars
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.partitions import MetaxyPartitions
 

@@ -25,6 +25,7 @@ from example_project.devserver import DevServer
 from example_project.edit import edit_audio
 from example_project.media import generate_clips, scan_clips
 from metaxy_core import DuckDBMetadataStore, IncrementCounts, columns
+from metaxy_core.store.snapshots import snapshots
 from metaxy_dagster import feature_graph
 
 N = 6
@@ -139,6 +140,7 @@ def test_demo_server_runs_only_the_audio_branch_after_an_audio_edit(server: DevS
     }
     assert writers <= {r["runId"] for r in new_runs}
     assert store.count_update("vision/faces").total == 0
+    assert [s.graph_version for s in snapshots(store)] == [store.graph.versions.graph]
 
     # 3. Stop by PID: SIGINT to our process group; nothing may be left behind.
     assert server.stop(STOP_TIMEOUT) == 0, server.log_tail()
@@ -188,6 +190,9 @@ def test_declarative_automation_runs_exactly_the_audio_branch_after_an_audio_edi
     assert writers == {r["runId"] for r in automated_runs}
     for feature in FEATURES[1:]:
         assert store.count_update(feature) == IncrementCounts(0, 0, 0), feature
+    # Every step opened the store over the code location's whole graph: one snapshot of it,
+    # not one per asset's part of the graph.
+    assert [s.graph_version for s in snapshots(store)] == [store.graph.versions.graph]
 
     assert server.stop(STOP_TIMEOUT) == 0, server.log_tail()
     assert server.leftovers() == []
