@@ -44,8 +44,10 @@ Dep = dg.AssetsDefinition | dg.AssetSpec | dg.AssetKey | FeatureSpec | FeatureDe
 
 INCREMENT = "increment"
 """The parameter of a downstream asset's function that receives the increment."""
-KINDS = frozenset({"metaxy", "duckdb"})
-"""Kinds of every metaxy asset: metaxy, and the DuckDB file its metadata lives in."""
+KIND = "metaxy"
+"""The kind of every metaxy asset; the engine resolving its increments is the other."""
+DEFAULT_ENGINE = "duckdb"
+"""The engine a :class:`MetaxyStoreResource` uses unless told otherwise."""
 
 _CONTEXT_NAMES = frozenset({"context", "_context", "context_", "_"})
 _REFUSED = {
@@ -83,6 +85,7 @@ def metaxy_asset(
     group_name: str | None = None,
     store_key: str = "metaxy_store",
     io_manager_key: str = "metaxy_io_manager",
+    store: MetaxyStoreResource | None = None,
     **asset_kwargs: Any,
 ) -> Callable[[Compute], dg.AssetsDefinition]:
     """Declare a metaxy feature and the Dagster asset that computes it.
@@ -104,6 +107,10 @@ def metaxy_asset(
         group_name: the Dagster asset group.
         store_key: resource key of the :class:`MetaxyStoreResource`.
         io_manager_key: resource key of the :class:`MetaxyIOManager`.
+        store: the store resource wired under ``store_key``, when it is at hand: the asset's
+            kinds then name its engine (``metaxy`` and ``duckdb`` or ``polars``; default
+            ``duckdb``, the resource's default). Runs use the resource under ``store_key``;
+            each materialization's metadata names the engine it ran on (``metaxy/engine``).
         **asset_kwargs: any other keyword of ``dagster.asset``. ``metadata``, ``kinds`` and
             ``tags`` are merged with metaxy's, ``required_resource_keys`` gets the store's key
             added; ``code_version``, ``name``, ``key_prefix``, ``partitions_def``,
@@ -189,7 +196,11 @@ def metaxy_asset(
             description=described.description,
             code_version=code_version,
             metadata=_merge_metadata(described.key, metadata, kwargs.pop("metadata", None)),
-            kinds=set(KINDS) | set(kwargs.pop("kinds", None) or ()),
+            kinds={
+                KIND,
+                store.engine if store else DEFAULT_ENGINE,
+                *(kwargs.pop("kinds", None) or ()),
+            },
             group_name=group_name,
             partitions_def=partitions.partitions_def if partitions else None,
             io_manager_key=io_manager_key,

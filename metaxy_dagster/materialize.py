@@ -60,6 +60,7 @@ def materialize(
         "metaxy/orphaned": counts.orphaned,
         "metaxy/stale_by_field": dg.MetadataValue.json(changed),
         "metaxy/feature_version": store.graph.versions.features[spec.key],
+        "metaxy/engine": store.engine_name,
         "dagster/row_count": prepared.height,
     }
     if context.has_partition_key:
