@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from metaxy_core import (
     FeatureDep,
@@ -166,20 +165,13 @@ def metaxy_asset(
             hash_parts(["fingerprint/v1", code_version, _source(fn)])
         )
         resource_keys = kwargs.pop("required_resource_keys", None)
-        signature, call = _wrap(fn, described, store_key, resource_keys is not None)
+        signature, call = _wrap(
+            fn, described.key, described.is_root, store_key, resource_keys is not None
+        )
         takes_store = store_key in _signature(fn).parameters
 
         def _compute(context: dg.AssetExecutionContext, **params: Any) -> dg.Output[MetaxyWrite]:
-            if store_key in params:
-                resource = params[store_key] if takes_store else params.pop(store_key)
-            else:
-                resource = getattr(context.resources, store_key)
-            if not isinstance(resource, MetaxyStoreResource):
-                raise errors.AssetDefinitionError(
-                    f"asset {described.key!r}: resource {store_key!r} is a "
-                    f"{type(resource).__name__}, not a MetaxyStoreResource; wire "
-                    f"MetaxyStoreResource(path=...) under {store_key!r}."
-                )
+            resource = store_resource(context, params, store_key, takes_store, described.key)
             # The store over the whole code location's graph (not only what this asset sees),
             # so the writes of a code location's assets record one snapshot: its graph.
             store = resource.get_store(_location_graph(context, feature_graph))
@@ -213,6 +205,26 @@ def metaxy_asset(
         )
 
     return decorate
+
+
+def store_resource(
+    context: dg.AssetExecutionContext,
+    params: dict[str, Any],
+    store_key: str,
+    takes_store: bool,
+    feature: str,
+) -> MetaxyStoreResource:
+    """The store resource of a run, taken out of ``params`` unless the function takes it."""
+    if store_key in params:
+        resource = params[store_key] if takes_store else params.pop(store_key)
+    else:
+        resource = getattr(context.resources, store_key)
+    if not isinstance(resource, MetaxyStoreResource):
+        raise errors.AssetDefinitionError(
+            f"asset {feature!r}: resource {store_key!r} is a {type(resource).__name__}, not a "
+            f"MetaxyStoreResource; wire MetaxyStoreResource(path=...) under {store_key!r}."
+        )
+    return resource
 
 
 def _location_graph(context: dg.AssetExecutionContext, own: FeatureGraph) -> FeatureGraph:
@@ -321,17 +333,22 @@ def _signature(fn: Compute) -> inspect.Signature:
 
 
 def _wrap(
-    fn: Compute, spec: FeatureSpec, store_key: str, store_by_key: bool
+    fn: Compute,
+    feature: str,
+    is_root: bool,
+    store_key: str,
+    store_by_key: bool,
+    param: str = INCREMENT,
 ) -> tuple[inspect.Signature, Callable[[dg.AssetExecutionContext, dict[str, Any]], Any]]:
     """The signature Dagster sees (the function's, with the context first, without the
-    increment and with the store resource), and how to call the function."""
+    increment (``param``) and with the store resource), and how to call the function."""
     params = list(_signature(fn).parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     takes_context = (
         bool(params) and params[0].name in _CONTEXT_NAMES and params[0].kind in positional
     )
     rest = params[1:] if takes_context else params
-    where = f"function {fn.__name__!r} of asset {spec.key!r}"
+    where = f"function {fn.__name__!r} of asset {feature!r}"
     for p in rest:
         if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD and p.kind is not (
             inspect.Parameter.KEYWORD_ONLY
@@ -342,17 +359,17 @@ def _wrap(
                 "normal parameter."
             )
     names = [p.name for p in rest]
-    if spec.is_root and INCREMENT in names:
+    if is_root and param in names:
         raise errors.AssetDefinitionError(
-            f"{where} takes {INCREMENT!r}, but {spec.key!r} is a root feature (no deps): it "
+            f"{where} takes {param!r}, but {feature!r} is a root feature (no deps): it "
             "returns all its samples instead. Remove the parameter, or add deps=."
         )
-    if not spec.is_root and INCREMENT not in names:
+    if not is_root and param not in names:
         raise errors.AssetDefinitionError(
-            f"{where} has no {INCREMENT!r} parameter: a downstream asset receives its new and "
-            f"stale samples there. Add it, e.g. def {fn.__name__}(context, increment)."
+            f"{where} has no {param!r} parameter: a downstream asset receives its new and "
+            f"stale samples there. Add it, e.g. def {fn.__name__}(context, {param})."
         )
-    shown = [p for p in rest if p.name != INCREMENT]
+    shown = [p for p in rest if p.name != param]
     if not store_by_key and store_key not in names:
         shown.append(
             inspect.Parameter(
@@ -369,10 +386,10 @@ def _wrap(
     signature = inspect.Signature([context, *named], return_annotation=inspect.Signature.empty)
 
     def call(context: dg.AssetExecutionContext, params: dict[str, Any]) -> Callable[..., Any]:
-        def run(increment: pl.DataFrame | None) -> Any:
+        def run(increment: Any) -> Any:
             given = dict(params)
             if increment is not None:
-                given[INCREMENT] = increment
+                given[param] = increment
             return fn(context, **given) if takes_context else fn(**given)
 
         return run
