@@ -178,6 +178,26 @@ def _generation(store: MetadataStore, feature: str, fingerprint: str) -> str:
     return to_hex(hash_parts(["metaxy-generation/v1", feature, fingerprint, *seqs]))
 
 
+def _step_generation(
+    store: MetadataStore, members: Sequence[str], fingerprints: Mapping[str, str]
+) -> str:
+    """The generation of a step: of its feature, or of all the features of a multi-asset."""
+    parts = [_generation(store, m, fingerprints.get(m, "")) for m in members]
+    return parts[0] if len(parts) == 1 else to_hex(hash_parts(["metaxy-step/v1", *parts]))
+
+
+def _steps(assets: Sequence[dg.AssetsDefinition]) -> dict[str, tuple[str, ...]]:
+    """Feature -> all the features of its multi-asset (sorted), for multi-asset members."""
+    out: dict[str, tuple[str, ...]] = {}
+    for a in assets:
+        members = tuple(
+            sorted(str(s.metadata[FEATURE_KEY]) for s in a.specs if FEATURE_KEY in s.metadata)
+        )
+        if len(members) > 1:
+            out.update((m, members) for m in members)
+    return out
+
+
 @dataclass(frozen=True)
 class _Cursor:
     """The sensor's cursor: the store write and definitions it saw, and the partitions it
@@ -270,6 +290,7 @@ def build_metaxy_sensor(
         hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
     )
     keys = [asset_key(f) for f in sorted(selected)]
+    steps = _steps(assets)
 
     @dg.sensor(
         name=name,
@@ -301,10 +322,18 @@ def build_metaxy_sensor(
             ]
             for root in sorted(set(unwritten) - scans):
                 context.log.warning(f"metaxy: waiting for a write of {root}: {unwritten[root]}")
-            for feature, partition, counts in work:
+            units: set[tuple[str, str | None]] = set()
+            for member, partition, counts in work:
                 if not request_runs:
                     continue
-                generation = _generation(metadata_store, feature, fingerprints.get(feature, ""))
+                # The features of one multi-asset run together: one request for the step,
+                # tracked under its first feature.
+                members = steps.get(member, (member,))
+                feature = members[0]
+                if (feature, partition) in units:
+                    continue
+                units.add((feature, partition))
+                generation = _step_generation(metadata_store, members, fingerprints)
                 runs = (
                     partition_runs(instance, feature, partition, generation, policy.max_retries + 2)
                     if instance is not None
@@ -324,7 +353,7 @@ def build_metaxy_sensor(
                 requests.append(
                     dg.RunRequest(
                         run_key=f"{feature}|{partition or ''}|{generation}{attempt}",
-                        asset_selection=[asset_key(feature)],
+                        asset_selection=[asset_key(m) for m in members],
                         partition_key=partition,
                         tags={
                             TAG_FEATURE: feature,

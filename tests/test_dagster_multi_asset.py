@@ -15,6 +15,7 @@ from metaxy_dagster import (
     MetaxyIOManager,
     MetaxyStoreResource,
     asset_key,
+    build_metaxy_sensor,
     feature_graph,
     metaxy_asset,
     metaxy_multi_asset,
@@ -153,3 +154,27 @@ def test_wrong_returns_and_declarations_are_refused(tmp_path: Path) -> None:
         metaxy_multi_asset(specs=[AUDIO, inner], deps=[d.raw])
     with pytest.raises(errors.AssetDefinitionError, match=r"cannot take: \['code_version'\]"):
         metaxy_multi_asset(specs=[AUDIO], deps=[d.raw], code_version="1")
+
+
+def test_the_sensor_requests_one_run_of_the_whole_step(tmp_path: Path) -> None:
+    d = Decoder(tmp_path)
+    d.materialize(d.raw, d.decode)
+    assets = [d.raw, d.decode]
+    sensor = build_metaxy_sensor(assets, store=MetaxyStoreResource(path=str(d.path)))
+    defs = dg.Definitions(assets=assets, sensors=[sensor], resources=d.resources)
+    d.audio["v1"] = "edited"
+    d.materialize(d.raw)
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        tick = sensor.evaluate_tick(context)
+        [request] = tick.run_requests or []
+        assert request.asset_selection == [asset_key("video/audio"), asset_key("video/frames")]
+        assert request.tags["metaxy/feature"] == "video/audio"
+        d.calls.clear()
+        result = dg.materialize(
+            assets, resources=d.resources, selection=request.asset_selection, instance=instance
+        )  # the request is a valid selection of the non-subsettable step
+        assert result.success
+        assert d.calls == [{"video/audio": ["v1"], "video/frames": []}]
+        context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=tick.cursor)
+        assert sensor.evaluate_tick(context).run_requests == []
