@@ -8,15 +8,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from example_project.assets import build_assets, build_resources
-from example_project.media import generate_clips
 from metaxy_core import FieldDep, FieldSpec, errors
-from metaxy_core.store.snapshots import snapshots
 from metaxy_core.testing import root_samples
 from metaxy_dagster import (
     MetaxyIOManager,
     MetaxyStoreResource,
-    asset_key,
     build_metaxy_checks,
     build_metaxy_sensor,
     feature_graph,
@@ -99,24 +95,3 @@ def test_an_upstream_the_asset_cannot_see_fails_at_import() -> None:
         @metaxy_asset(key="video/crop", id_columns=["video_id"], deps=["video/raw"])
         def crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
             return increment
-
-
-def test_a_code_locations_writes_record_one_snapshot_of_its_whole_graph(tmp_path: Path) -> None:
-    """Each asset sees only its upstream features, but its run opens the store over the whole
-    code location's graph: a fresh store records one snapshot, not one per growing part."""
-    data = tmp_path / "data"
-    generate_clips(data, 2)
-    assets = build_assets(data)
-    resources = build_resources(tmp_path / "metaxy.duckdb")
-    graph = feature_graph(assets)
-    with dg.instance_for_test() as instance:
-        for feature in graph.topological_order():  # one run per asset, upstream first
-            selection = [asset_key(feature)]
-            result = dg.materialize(
-                assets, resources=resources, instance=instance, selection=selection
-            )
-            assert result.success, feature
-    store = MetaxyStoreResource(path=str(tmp_path / "metaxy.duckdb")).get_store(graph)
-    recorded = snapshots(store)
-    assert [s.graph_version for s in recorded] == [graph.versions.graph]
-    assert [s.key for s in recorded[0].graph] == [s.key for s in graph]
