@@ -36,8 +36,9 @@ SCAN_JOB = "scan_clips_job"
 SENSOR = "metaxy_sensor"
 AUTOMATION_SENSOR = "metaxy_automation"
 
-# Generous but bounded: a cold start imports Dagster in several processes.
-START_TIMEOUT = 120.0
+# Generous but bounded: a cold start imports Dagster in several processes, and on a loaded
+# machine (a full suite beside other jobs) loading the code location alone took over 120 s.
+START_TIMEOUT = 300.0
 RUN_TIMEOUT = 180.0
 SETTLE_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
