@@ -22,6 +22,7 @@ from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.clickhouse import ClickHouseMetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
+from metaxy_core.store.rows import validate_ids
 from metaxy_core.versions import GraphVersions
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "hash_parts",
     "hash_string",
     "to_hex",
+    "validate_ids",
 ]

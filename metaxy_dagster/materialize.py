@@ -9,8 +9,15 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import DuckDBMetadataStore, FeatureSpec, columns, errors
-from metaxy_core.store.rows import to_polars, validate_ids
+from metaxy_core import (
+    DuckDBMetadataStore,
+    FeatureSpec,
+    Increment,
+    columns,
+    errors,
+    validate_ids,
+)
+from metaxy_dagster.frames import to_polars
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.partitions import MetaxyPartitions
 
@@ -26,8 +33,10 @@ def materialize(
     spec: FeatureSpec,
     call: Call,
     partitions: MetaxyPartitions | None,
+    resolved: Increment | None = None,
 ) -> dg.Output[MetaxyWrite]:
-    """Compute and prepare one run of the asset of ``spec`` (its partition only)."""
+    """Compute and prepare one run of the asset of ``spec`` (its partition only); ``resolved``
+    is its increment when the caller resolved it already (a multi-asset)."""
     ids = list(spec.id_columns)
     scope = partitions.filter(context.partition_key) if partitions is not None else None
     # The store file is held only while reading or preparing, never while the user's function
@@ -38,7 +47,7 @@ def materialize(
         rows = samples.join(increment.to_compute().select(ids), on=ids, how="semi")
         deleting = increment.orphaned
     else:
-        increment = store.resolve_update(spec.key, filter=scope)
+        increment = resolved or store.resolve_update(spec.key, filter=scope)
         todo = increment.to_compute()
         key = store.graph.expected_key(spec.key)
         rows = _run(spec, call, todo, key) if todo.height else todo.head(0).select(ids)
@@ -60,6 +69,7 @@ def materialize(
         "metaxy/orphaned": counts.orphaned,
         "metaxy/stale_by_field": dg.MetadataValue.json(changed),
         "metaxy/feature_version": store.graph.versions.features[spec.key],
+        "metaxy/engine": store.engine_name,
         "dagster/row_count": prepared.height,
     }
     if context.has_partition_key:
