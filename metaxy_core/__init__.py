@@ -20,6 +20,7 @@ from metaxy_core.hashing import hash_parts, hash_string, to_hex
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.duckdb import DuckDBMetadataStore
+from metaxy_core.store.failures import SampleRetryPolicy
 from metaxy_core.store.memory import InMemoryMetadataStore
 from metaxy_core.versions import GraphVersions
 
@@ -40,6 +41,7 @@ __all__ = [
     "Lineage",
     "MetadataStore",
     "SampleFilter",
+    "SampleRetryPolicy",
     "StaleReason",
     "WriteResult",
     "errors",
