@@ -207,3 +207,30 @@ def test_bad_failed_frames_write_nothing(store: MetadataStore) -> None:
         store.write("clips/embed", rows, failed=unknown)
     assert store.read("clips/embed").height == 0
     assert store.read_failures("clips/embed").height == 0
+
+
+def test_forgotten_failures_come_back_and_the_store_policy_applies(store: MetadataStore) -> None:
+    store.write("clips", _clips())
+    _run_embed(store)
+    assert store.forget_failures("clips/embed") == 7
+    assert store.count_update("clips/embed") == IncrementCounts(7, 0, 0, 0)
+    assert store.read_failures("clips/embed").height == 0
+    _run_embed(store)  # they fail again: one attempt since they were forgotten
+    assert store.resolve_update("clips/embed").failed["attempts"].to_list() == [1] * 7
+    store.sample_retry = SampleRetryPolicy(max_retries=1)
+    assert store.count_update("clips/embed") == IncrementCounts(7, 0, 0, 0)
+    assert store.count_update_by_shard("clips/embed", 2)[0].failed == 0
+
+
+def test_a_root_sample_that_fails_is_held_back(store: MetadataStore) -> None:
+    clips = _clips()
+    store.write("clips", clips.slice(1), failed=clips.head(1).with_columns(error=pl.lit("bad")))
+    increment = store.resolve_update("clips", samples=clips)
+    assert increment.counts == IncrementCounts(new=0, stale=0, orphaned=0, failed=1)
+    assert increment.failed.select("clip_id", "error").rows() == [("c0000", "bad")]
+    edited = clips.with_columns(
+        metaxy_data_version__audio=pl.when(pl.col("clip_id") == "c0000")
+        .then(pl.lit("new"))
+        .otherwise(pl.col("metaxy_data_version__audio"))
+    )
+    assert store.count_update("clips", samples=edited) == IncrementCounts(1, 0, 0, 0)

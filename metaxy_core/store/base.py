@@ -38,6 +38,7 @@ from metaxy_core.store.failures import (
     held_counts,
     load_failures,
     record_failures,
+    record_forget,
 )
 from metaxy_core.store.rows import (
     prepare_rows,
@@ -134,6 +135,9 @@ class MetadataStore(ABC):
     """Whether the backend implements ``_record``/``_records`` (snapshots, audit rows)."""
     _latest_snapshot: str | None = None
     """The graph version this object last found as the store's latest snapshot."""
+    sample_retry: SampleRetryPolicy | None = None
+    """How failed samples come back by themselves when a call passes no ``retry`` (default:
+    never; see :class:`~metaxy_core.SampleRetryPolicy`)."""
 
     def __init__(self, graph: FeatureGraph) -> None:
         self.graph = graph
@@ -277,6 +281,16 @@ class MetadataStore(ABC):
             return pl.DataFrame(schema={k: pl.String for k in self.graph.expected_key(feature)})
         return found.drop("_seq")
 
+    def forget_failures(self, feature: str) -> int:
+        """Let the samples of ``feature`` that failed come back in its increments, as if they
+        had never failed (their failures stay recorded); returns how many samples had failed
+        since failures were last forgotten."""
+        key = list(self.graph.expected_key(self._spec(feature).key))
+        with self._write_session() as session:
+            found = load_failures(self, session, feature)
+            record_forget(self, session, feature)
+        return 0 if found is None else found.select(key).n_unique()
+
     def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:
         """The rows :meth:`write` would append, with every system column; nothing is written.
 
@@ -411,7 +425,7 @@ class MetadataStore(ABC):
             plan, lazy_samples = self._plan(session, feature, samples)
             increment = self._engine(session).resolve(plan, lazy_samples, filter)
             failures = None if retry_failed else load_failures(self, session, feature)
-        return held_back(self.graph, increment, failures, retry)
+        return held_back(self.graph, increment, failures, retry or self.sample_retry)
 
     def count_update(
         self,
@@ -431,7 +445,7 @@ class MetadataStore(ABC):
             if failures is None:
                 return engine.count(plan, lazy_samples, filter)
             increment = engine.resolve(plan, lazy_samples, filter)
-        return held_back(self.graph, increment, failures, retry).counts
+        return held_back(self.graph, increment, failures, retry or self.sample_retry).counts
 
     def count_update_by_shard(
         self,
@@ -452,7 +466,13 @@ class MetadataStore(ABC):
                 return counts
             filters = {i: HashShard(shards, i) for i in range(shards)}
             held = held_counts(
-                self, session, plan, lazy_samples, dict(enumerate(counts)), filters, retry
+                self,
+                session,
+                plan,
+                lazy_samples,
+                dict(enumerate(counts)),
+                filters,
+                retry or self.sample_retry,
             )
             return [held[i] for i in range(shards)]
 
@@ -487,7 +507,16 @@ class MetadataStore(ABC):
                 return counts
             filters = {v: text == v for v in values}
             on_key = column in self.graph.expected_key(feature)
-            return held_counts(self, session, plan, lazy_samples, counts, filters, retry, on_key)
+            return held_counts(
+                self,
+                session,
+                plan,
+                lazy_samples,
+                counts,
+                filters,
+                retry or self.sample_retry,
+                on_key,
+            )
 
     # -- helpers --------------------------------------------------------------------------------
 

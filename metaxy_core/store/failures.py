@@ -59,6 +59,7 @@ __all__ = [
     "hold_back",
     "load_failures",
     "record_failures",
+    "record_forget",
 ]
 
 ERROR = "error"
@@ -158,15 +159,23 @@ def record_failures(store: MetadataStore, session: Any, feature: str, rows: pl.D
     store._record(session, _kind(feature), feature, json.dumps(body, sort_keys=True))
 
 
+def record_forget(store: MetadataStore, session: Any, feature: str) -> None:
+    """Append a record after which earlier failures of ``feature`` hold nothing back."""
+    store._record(session, _kind(feature), feature, json.dumps({"forget": True}))
+
+
 def load_failures(store: MetadataStore, session: Any, feature: str) -> pl.DataFrame | None:
-    """Every failure recorded for ``feature``, oldest first, with ``failed_at``; ``None`` when
-    there is none."""
+    """Every failure recorded for ``feature`` since it was last forgotten, oldest first, with
+    ``failed_at``; ``None`` when there is none."""
     records = store._records(session, _kind(feature))
-    if not records:
+    bodies = [json.loads(r.body) for r in records]
+    forgotten = [i for i, body in enumerate(bodies) if body.get("forget")]
+    start = forgotten[-1] + 1 if forgotten else 0
+    if start == len(records):
         return None
     frames = []
-    for record in records:
-        ipc = base64.b64decode(json.loads(record.body)["ipc"])
+    for record, body in zip(records[start:], bodies[start:], strict=True):
+        ipc = base64.b64decode(body["ipc"])
         frames.append(
             pl.read_ipc(io.BytesIO(ipc)).with_columns(
                 pl.lit(record.recorded_at, pl.Datetime("us", "UTC")).alias(FAILED_AT),
