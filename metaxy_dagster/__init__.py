@@ -11,6 +11,7 @@ from metaxy_dagster.checks import build_metaxy_checks
 from metaxy_dagster.features import feature_graph
 from metaxy_dagster.io_manager import MetaxyIOManager, MetaxyWrite
 from metaxy_dagster.metadata import asset_key
+from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import ColumnPartitions, HashShardPartitions, MetaxyPartitions
 from metaxy_dagster.resource import MetaxyStoreResource
 from metaxy_dagster.schedules import build_root_schedule
@@ -22,6 +23,7 @@ __all__ = [
     "HashShardPartitions",
     "MetaxyHasWork",
     "MetaxyIOManager",
+    "MetaxyOutput",
     "MetaxyPartitions",
     "MetaxyStoreResource",
     "MetaxyWrite",

@@ -174,7 +174,9 @@ def metaxy_asset(
                     f"MetaxyStoreResource(path=...) under {store_key!r}."
                 )
             store = resource.get_store(feature_graph)
-            return materialize(context, store, described, call(context, params), partitions)
+            return materialize(
+                context, store, described, call(context, params), partitions, resource.retry_failed
+            )
 
         _compute.__signature__ = signature  # type: ignore[attr-defined]  # read by Dagster
         _compute.__name__ = fn.__name__

@@ -107,9 +107,11 @@ def _pending(
     partitioning: Partitioning,
     instance: dg.DagsterInstance | None,
     idle: list[tuple[str, str | None]],
+    held: dict[str, int] | None = None,
 ) -> Iterator[Work]:
     """(feature, partition, counts) for every scope with work whose upstream is not waiting;
-    appends to ``idle`` the selected scopes with nothing to compute nor to wait for.
+    appends to ``idle`` the selected scopes with nothing to compute nor to wait for, and adds
+    to ``held`` the samples of each selected feature held back because they failed.
 
     Waiting is per partition when a feature and its upstream are partitioned alike (shard 0
     of faces waits for shard 0 of crop only), else per feature.
@@ -130,6 +132,8 @@ def _pending(
                 blocked_all = True
         mine: set[str | None] = set()
         for partition, counts in _partition_counts(store, feature, partitioning, instance):
+            if counts.failed and held is not None and feature in selected:
+                held[feature] = held.get(feature, 0) + counts.failed
             if blocked_all or partition in blocked:
                 mine.add(partition)
             elif counts.total or counts.orphaned:
@@ -261,8 +265,9 @@ def build_metaxy_sensor(
             still_open: list[tuple[str, str]] = []
             failed: list[str] = []
             idle: list[tuple[str, str | None]] = []
+            held: dict[str, int] = {}
             for feature, partition, counts in _pending(
-                metadata_store, selected, partitioning, instance, idle
+                metadata_store, selected, partitioning, instance, idle, held
             ):
                 if not request_runs:
                     continue
@@ -296,6 +301,7 @@ def build_metaxy_sensor(
                             "metaxy/new": str(counts.new),
                             "metaxy/stale": str(counts.stale),
                             "metaxy/orphaned": str(counts.orphaned),
+                            "metaxy/failed": str(counts.failed),
                             "metaxy/write_seq": str(seq),
                         },
                     )
@@ -314,6 +320,12 @@ def build_metaxy_sensor(
                 reason = (
                     f"failed, retries exhausted: {', '.join(failed)}; fix the asset, or write "
                     f"upstream, to run it again (write {seq})"
+                )
+            if held:
+                samples = ", ".join(f"{f}: {n}" for f, n in held.items())
+                reason += (
+                    f"; failed samples left out until their inputs or code change ({samples}):"
+                    " `metaxy retry <feature>` runs them again"
                 )
             return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
         return dg.SensorResult(run_requests=requests, cursor=next_cursor)
