@@ -146,14 +146,16 @@ def statuses(
 
 
 def status_table(found: list[FeatureStatus]) -> Table:
+    """The statuses as a table; its ``failed`` column appears when some samples failed."""
     table = Table(title="metadata status")
+    failures = any(s.failed for s in found)
     for name, justify in [
         ("feature", "left"),
         ("stored", "right"),
         ("new", "right"),
         ("stale", "right"),
         ("orphaned", "right"),
-        ("failed", "right"),
+        *([("failed", "right")] if failures else []),
         ("stale fields (reason) <- what they read", "left"),
     ]:
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -170,7 +172,7 @@ def status_table(found: list[FeatureStatus]) -> Table:
             str(s.new),
             str(s.stale),
             str(s.orphaned),
-            str(s.failed),
+            *([str(s.failed)] if failures else []),
             "\n".join(details),
         )
     return table
