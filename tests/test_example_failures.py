@@ -56,3 +56,13 @@ def test_the_silent_clip_fails_its_transcript_only(tmp_path: Path) -> None:
     assert store.read("audio/transcript").height == N
     assert store.count_update("audio/transcript") == IncrementCounts(0, 0, 0)
     assert store.read("train/manifest").height == N
+
+
+def test_the_demo_generates_the_silent_clip(tmp_path: Path) -> None:
+    from example_project import demo
+    from example_project.media import read_wav
+
+    demo.prepare(tmp_path / "home", tmp_path / "data", clips=8)
+    silent, _ = read_wav(tmp_path / "data" / "clips" / SILENT_CLIP / "audio.wav")
+    loud, _ = read_wav(tmp_path / "data" / "clips" / "clip-0006" / "audio.wav")
+    assert (silent.size, bool(silent.any()), bool(loud.any())) == (16_000, False, True)
