@@ -34,11 +34,12 @@ from metaxy_core.store.failures import (
     SampleRetryPolicy,
     check_not_both,
     failure_rows,
+    forget_failures,
     held_back,
     held_counts,
     load_failures,
+    read_failures,
     record_failures,
-    record_forget,
 )
 from metaxy_core.store.rows import (
     prepare_rows,
@@ -274,22 +275,13 @@ class MetadataStore(ABC):
     def read_failures(self, feature: str) -> pl.DataFrame:
         """Every failure recorded for ``feature``, oldest first: key columns, the provenance
         of each field it was attempted under, ``error``, ``run_id`` and ``failed_at``."""
-        self._spec(feature)
-        with self._session() as session:
-            found = load_failures(self, session, feature)
-        if found is None:
-            return pl.DataFrame(schema={k: pl.String for k in self.graph.expected_key(feature)})
-        return found.drop("_seq")
+        return read_failures(self, self._spec(feature).key)
 
     def forget_failures(self, feature: str) -> int:
         """Let the samples of ``feature`` that failed come back in its increments, as if they
         had never failed (their failures stay recorded); returns how many samples had failed
         since failures were last forgotten."""
-        key = list(self.graph.expected_key(self._spec(feature).key))
-        with self._write_session() as session:
-            found = load_failures(self, session, feature)
-            record_forget(self, session, feature)
-        return 0 if found is None else found.select(key).n_unique()
+        return forget_failures(self, self._spec(feature).key)
 
     def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:
         """The rows :meth:`write` would append, with every system column; nothing is written.

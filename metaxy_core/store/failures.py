@@ -54,10 +54,12 @@ __all__ = [
     "SampleRetryPolicy",
     "check_not_both",
     "failure_rows",
+    "forget_failures",
     "held_back",
     "held_counts",
     "hold_back",
     "load_failures",
+    "read_failures",
     "record_failures",
     "record_forget",
 ]
@@ -162,6 +164,24 @@ def record_failures(store: MetadataStore, session: Any, feature: str, rows: pl.D
 def record_forget(store: MetadataStore, session: Any, feature: str) -> None:
     """Append a record after which earlier failures of ``feature`` hold nothing back."""
     store._record(session, _kind(feature), feature, json.dumps({"forget": True}))
+
+
+def read_failures(store: MetadataStore, feature: str) -> pl.DataFrame:
+    """See :meth:`MetadataStore.read_failures`."""
+    with store._session() as session:
+        found = load_failures(store, session, feature)
+    if found is None:
+        return pl.DataFrame(schema={k: pl.String for k in store.graph.expected_key(feature)})
+    return found.drop("_seq")
+
+
+def forget_failures(store: MetadataStore, feature: str) -> int:
+    """See :meth:`MetadataStore.forget_failures`."""
+    key = list(store.graph.expected_key(feature))
+    with store._write_session() as session:
+        found = load_failures(store, session, feature)
+        record_forget(store, session, feature)
+    return 0 if found is None else found.select(key).n_unique()
 
 
 def load_failures(store: MetadataStore, session: Any, feature: str) -> pl.DataFrame | None:
