@@ -234,3 +234,45 @@ def test_a_root_sample_that_fails_is_held_back(store: MetadataStore) -> None:
         .otherwise(pl.col("metaxy_data_version__audio"))
     )
     assert store.count_update("clips", samples=edited) == IncrementCounts(1, 0, 0, 0)
+
+
+def test_an_expansion_records_failed_parents(store: MetadataStore) -> None:
+    graph = FeatureGraph(
+        [
+            FeatureSpec(key="videos", id_columns=["video_id"]),
+            FeatureSpec(
+                key="videos/chunks",
+                id_columns=["video_id", "chunk"],
+                deps=[FeatureDep("videos", lineage="expansion")],
+            ),
+        ]
+    )
+    store.graph = graph
+    store.write("videos", root_samples("video_id", ["v1", "v2", "v3"], default=["1", "2", "3"]))
+    parents = store.resolve_update("videos/chunks").new
+    assert parents["video_id"].sort().to_list() == ["v1", "v2", "v3"]
+    good = parents.filter(pl.col("video_id") != "v2").select("video_id")
+    chunks = good.join(pl.DataFrame({"chunk": [0, 1]}), how="cross")
+    failed = parents.filter(pl.col("video_id") == "v2").select(
+        "video_id", error=pl.lit("no keyframes")
+    )
+    assert store.write("videos/chunks", chunks, failed=failed).failed == 1
+    increment = store.resolve_update("videos/chunks")
+    assert increment.counts == IncrementCounts(new=0, stale=0, orphaned=0, failed=1)
+    assert increment.failed.select("video_id", "error").rows() == [("v2", "no keyframes")]
+    store.write("videos", root_samples("video_id", ["v1", "v2", "v3"], default=["9", "9", "3"]))
+    increment = store.resolve_update("videos/chunks")
+    # v1's children are stale; v2 comes back as a new parent.
+    assert increment.counts == IncrementCounts(new=1, stale=2, orphaned=0, failed=0)
+
+
+def test_a_field_added_after_a_failure_brings_the_sample_back(store: MetadataStore) -> None:
+    store.write("clips", _clips())
+    _run_embed(store)
+    graph = _graph()
+    embed = graph["clips/embed"].model_copy(
+        update={"fields": (*graph["clips/embed"].fields, FieldSpec(key="loudness"))}
+    )
+    store.graph = FeatureGraph([graph["clips"], embed, graph["clips/score"]])
+    counts = store.count_update("clips/embed")
+    assert (counts.new, counts.failed) == (7, 0)

@@ -220,8 +220,12 @@ def hold_back(
     policy = policy or SampleRetryPolicy()
     now = now or datetime.now(timezone.utc)
     prov = [c.provenance_column(f) for f in sorted(fields)]
-    present = [p for p in prov if p in failures.columns]
-    match = [*key, *present]
+    # A field added since a failure was recorded: that failure has no provenance for it, so it
+    # matches no sample (the feature's definition changed; its samples are new work).
+    failures = failures.with_columns(
+        pl.lit(None, pl.Int64).alias(p) for p in prov if p not in failures.columns
+    )
+    match = [*key, *prov]
     summary = (
         failures.sort("_seq")
         .group_by(match, maintain_order=True)
@@ -234,8 +238,8 @@ def hold_back(
     )
     candidates = pl.concat(
         [
-            increment.new.select(*key, *present).with_columns(pl.lit("new").alias(STATUS)),
-            increment.stale.select(*key, *present).with_columns(pl.lit("stale").alias(STATUS)),
+            increment.new.select(*key, *prov).with_columns(pl.lit("new").alias(STATUS)),
+            increment.stale.select(*key, *prov).with_columns(pl.lit("stale").alias(STATUS)),
         ]
     )
     matched = candidates.join(summary, on=match, how="inner", nulls_equal=True)
