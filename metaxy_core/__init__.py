@@ -21,6 +21,7 @@ from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.clickhouse import ClickHouseMetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
+from metaxy_core.store.failures import SampleRetryPolicy
 from metaxy_core.store.memory import InMemoryMetadataStore
 from metaxy_core.store.rows import validate_ids
 from metaxy_core.versions import GraphVersions
@@ -43,6 +44,7 @@ __all__ = [
     "Lineage",
     "MetadataStore",
     "SampleFilter",
+    "SampleRetryPolicy",
     "StaleReason",
     "WriteResult",
     "errors",

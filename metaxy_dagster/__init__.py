@@ -12,6 +12,7 @@ from metaxy_dagster.features import feature_graph
 from metaxy_dagster.io_manager import MetaxyIOManager, MetaxyWrite
 from metaxy_dagster.metadata import asset_key
 from metaxy_dagster.multi_asset import metaxy_multi_asset
+from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import ColumnPartitions, HashShardPartitions, MetaxyPartitions
 from metaxy_dagster.resource import MetaxyStoreResource
 from metaxy_dagster.schedules import build_root_schedule
@@ -23,6 +24,7 @@ __all__ = [
     "HashShardPartitions",
     "MetaxyHasWork",
     "MetaxyIOManager",
+    "MetaxyOutput",
     "MetaxyPartitions",
     "MetaxyStoreResource",
     "MetaxyWrite",

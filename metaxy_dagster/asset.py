@@ -175,7 +175,14 @@ def metaxy_asset(
             # The store over the whole code location's graph (not only what this asset sees),
             # so the writes of a code location's assets record one snapshot: its graph.
             store = resource.get_store(_location_graph(context, feature_graph))
-            return materialize(context, store, described, call(context, params), partitions)
+            return materialize(
+                context,
+                store,
+                described,
+                call(context, params),
+                partitions,
+                retry_failed=resource.retry_failed,
+            )
 
         _compute.__signature__ = signature  # type: ignore[attr-defined]  # read by Dagster
         _compute.__name__ = fn.__name__

@@ -156,7 +156,12 @@ def metaxy_multi_asset(
             if is_root:
                 results = _results(run(None), keys, keys)
             else:
-                resolved = {k: metadata_store.resolve_update(k, filter=scope) for k in keys}
+                resolved = {
+                    k: metadata_store.resolve_update(
+                        k, filter=scope, retry_failed=resource.retry_failed
+                    )
+                    for k in keys
+                }
                 todo = {k: inc.to_compute() for k, inc in resolved.items()}
                 busy = [k for k, t in todo.items() if t.height]
                 results = _results(run(todo), keys, busy) if busy else {}
@@ -169,6 +174,7 @@ def metaxy_multi_asset(
                     _returned(results, spec.key),
                     partitions,
                     resolved.get(spec.key),
+                    retry_failed=resource.retry_failed,
                 )
                 yield dg.Output(
                     out.value,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 from pydantic import Field
 
-from metaxy_core import DuckDBMetadataStore, FeatureGraph
+from metaxy_core import DuckDBMetadataStore, FeatureGraph, SampleRetryPolicy
 
 __all__ = ["MetaxyStoreResource"]
 
@@ -43,13 +45,34 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
         description="How long a step waits for another process to release the store file.",
     )
 
+    retry_failed: bool = Field(
+        default=False,
+        description="Compute again the samples that failed under their current inputs and "
+        "code (by default they are left out until those change). Set it in a run's config "
+        "(resources.metaxy_store.config.retry_failed: true) to retry them in that run.",
+    )
+    max_sample_retries: int = Field(
+        default=0,
+        description="How many times a failed sample comes back by itself under unchanged "
+        "inputs and code (0: never; see metaxy_core.SampleRetryPolicy).",
+    )
+    sample_retry_backoff_seconds: float = Field(
+        default=0.0,
+        description="Wait before a failed sample's first automatic retry; doubled after "
+        "each further failure.",
+    )
+
     def get_store(self, graph: FeatureGraph) -> DuckDBMetadataStore:
         """The store of the features of ``graph``, e.g. ``feature_graph(defs)``."""
         if self.engine not in ("duckdb", "polars"):
             raise ValueError(f"engine must be 'duckdb' or 'polars', got {self.engine!r}.")
-        return DuckDBMetadataStore(
+        store = DuckDBMetadataStore(
             graph,
             self.path,
             engine="polars" if self.engine == "polars" else "duckdb",
             lock_timeout=self.lock_timeout_seconds,
         )
+        if self.max_sample_retries:
+            backoff = timedelta(seconds=self.sample_retry_backoff_seconds)
+            store.sample_retry = SampleRetryPolicy(self.max_sample_retries, backoff)
+        return store

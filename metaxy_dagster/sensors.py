@@ -121,9 +121,11 @@ def _pending(
     instance: dg.DagsterInstance | None,
     idle: list[tuple[str, str | None]],
     unwritten: dict[str, str],
+    held: dict[str, int] | None = None,
 ) -> Iterator[Work]:
     """(feature, partition, counts) for every scope with work whose upstream is not waiting;
-    appends to ``idle`` the selected scopes with nothing to compute nor to wait for.
+    appends to ``idle`` the selected scopes with nothing to compute nor to wait for, and adds
+    to ``held`` the samples of each selected feature held back because they failed.
 
     Waiting is per partition when a feature and its upstream are partitioned alike (shard 0
     of faces waits for shard 0 of crop only), else per feature. A feature reading a field that
@@ -159,6 +161,8 @@ def _pending(
             busy[feature] = set(_partitions(feature, partitioning, instance))
             continue
         for partition, counts in counted:
+            if counts.failed and held is not None and feature in selected:
+                held[feature] = held.get(feature, 0) + counts.failed
             if partition in blocked:
                 mine.add(partition)
             elif counts.total or counts.orphaned:
@@ -312,7 +316,10 @@ def build_metaxy_sensor(
             failed: list[str] = []
             idle: list[tuple[str, str | None]] = []
             unwritten: dict[str, str] = {}
-            work = list(_pending(metadata_store, selected, partitioning, instance, idle, unwritten))
+            held: dict[str, int] = {}
+            work = list(
+                _pending(metadata_store, selected, partitioning, instance, idle, unwritten, held)
+            )
             # A root behind a field its downstream reads: its scan writes the field.
             scans = {root for root in unwritten if root in selected}
             work += [
@@ -363,6 +370,7 @@ def build_metaxy_sensor(
                             "metaxy/new": str(counts.new),
                             "metaxy/stale": str(counts.stale),
                             "metaxy/orphaned": str(counts.orphaned),
+                            "metaxy/failed": str(counts.failed),
                             "metaxy/write_seq": str(seq),
                             **({"metaxy/reason": "field not written"} if feature in scans else {}),
                         },
@@ -388,6 +396,12 @@ def build_metaxy_sensor(
                 reason = (
                     f"failed, retries exhausted: {', '.join(failed)}; fix the asset, or write "
                     f"upstream, to run it again (write {seq})"
+                )
+            if held:
+                samples = ", ".join(f"{f}: {n}" for f, n in held.items())
+                reason += (
+                    f"; failed samples left out until their inputs or code change ({samples}):"
+                    " `metaxy retry <feature>` runs them again"
                 )
             return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
         return dg.SensorResult(run_requests=requests, cursor=next_cursor)

@@ -6,12 +6,14 @@ The script does what the quickstart tells a user to do, against a real ``dagster
 
 1. starts ``python -m example_project.demo`` on a free port, with the clips, the store and the
    Dagster instance in a temporary folder (the project's own demo state is left alone);
-2. materializes every asset over GraphQL (as "Materialize all" does) and waits for the sensor;
+2. materializes every asset over GraphQL (as "Materialize all" does) and waits for the sensor
+   (the silent clip's transcript fails, as a failed sample: the run succeeds);
 3. edits the audio of 3 clips, launches the scan job and waits until the sensor has run the
    audio branch;
 4. takes headless Chromium screenshots (``apt-get install chromium``) of the asset graph before
-   and after, the runs the sensor launched (only the audio branch), one of those runs, the
-   transcript asset's materializations and the sensor's ticks;
+   and after, the transcript's first materialization (failed=1), the runs the sensor launched
+   (only the audio branch), one of those runs, the transcript asset's materializations and the
+   sensor's ticks;
 5. stops the server with SIGINT to the process group it started.
 
 Then, for the field-level staleness picture, a second demo with declarative automation on
@@ -37,9 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from example_project.assets import FEATURES, GROUP  # noqa: E402
+from example_project.demo import SILENT_CLIP  # noqa: E402
 from example_project.devserver import DevServer  # noqa: E402
 from example_project.edit import edit_audio  # noqa: E402
-from example_project.media import generate_clips  # noqa: E402
+from example_project.media import generate_clips, silence_audio  # noqa: E402
 
 CLIPS = 24
 EDITED = 3
@@ -53,6 +56,7 @@ WINDOW = (1400, 900)
 @contextlib.contextmanager
 def running_demo(workdir: Path) -> Iterator[DevServer]:
     generate_clips(workdir / "data", CLIPS)
+    silence_audio(workdir / "data", SILENT_CLIP)  # as the demo does: its transcript fails
     demo = DevServer(workdir, sensor=SENSOR)
     try:
         demo.wait_ready(TIMEOUT)
@@ -162,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.launch("__ASSET_JOB", list(FEATURES))
         before = {r["runId"] for r in wait_settled(demo)}
         screenshot(args.browser, graph, out / "asset-graph.png")
+        screenshot(
+            args.browser,
+            f"{base}/assets/audio/transcript?view=events",
+            out / "asset-transcript-failed.png",
+            (1400, 1100),
+        )
 
         edited = edit_audio(EDITED, demo.data_dir)
         print(f"edited the audio of {', '.join(edited)}; scanning", flush=True)

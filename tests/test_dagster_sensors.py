@@ -216,6 +216,7 @@ def test_up_to_date_check_fails_when_stale_and_passes_after(tmp_path: Path) -> N
     assert not evaluation.passed
     assert {k: v.value for k, v in evaluation.metadata.items()} == {
         "new": 0, "stale": 7, "orphaned": 0, "stale_by_field": {"audio": 7}, "failed_runs": {},
+        "failed": 0, "failed_share": 0.0, "failed_preview": {},
     }  # fmt: skip
     passing = p.materialize([*assets, crop_check], selection=[asset_key("video/crop")])
     assert [e.passed for e in passing.get_asset_check_evaluations()] == [True]
