@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_hash
+from metaxy_core.hashing import hash_versions, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -50,12 +50,23 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
 def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
 
-    The inputs are 64-bit integers, so the conversion is a copy of 8 bytes per value at most;
-    the canonical strings exist only inside the hash expression.
+    The inputs are 64-bit integers: without nulls (the usual case), every field is hashed in
+    one pass straight from the Arrow buffers (:func:`metaxy_core.hashing.hash_versions`), each
+    input rendered once whatever number of fields read it; the canonical strings exist only
+    inside that pass.
     """
     frame = pl.from_arrow(rows, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame.lazy().with_columns(provenance(plan))
+    inputs = {n: rows.column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)}
+    if not rows.num_rows or any(
+        col.null_count or col.type != pa.int64() for col in inputs.values()
+    ):
+        return frame.lazy().with_columns(provenance(plan))
+    values = {n: col.to_numpy() for n, col in inputs.items()}
+    hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, rows.num_rows)
+    return frame.with_columns(
+        pl.Series(c.provenance_column(f.field), h) for f, h in zip(plan.fields, hashed, strict=True)
+    ).lazy()
 
 
 def all_new(plan: ResolvePlan, hashed: pl.LazyFrame) -> pl.LazyFrame:
