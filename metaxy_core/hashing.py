@@ -57,6 +57,7 @@ __all__ = [
     "hash_parts",
     "hash_string",
     "hash_versions",
+    "int64_series",
     "polars_hash",
     "polars_hash_text",
     "polars_hash_texts",
@@ -174,6 +175,19 @@ def _strings(rows: np.ndarray) -> pl.Series:
     return series
 
 
+def int64_series(name: str, values: np.ndarray) -> pl.Series:
+    """An ``int64`` array as a Polars ``Int64`` series, without a copy.
+
+    Through Arrow: ``pl.Series(array)`` imports ``numpy.ma`` on first use (30-100 ms).
+    """
+    array = np.ascontiguousarray(values, dtype=np.int64)
+    series = pl.from_arrow(
+        pa.Array.from_buffers(pa.int64(), len(array), [None, pa.py_buffer(array)])
+    )
+    assert isinstance(series, pl.Series)
+    return series.alias(name)
+
+
 def _hex_series(values: pl.Series) -> pl.Series:
     """:func:`to_hex` of every value of an ``Int64`` series; null stays null."""
     filled = values.cast(pl.Int64).fill_null(0).to_numpy()
@@ -201,7 +215,7 @@ def _hash_rows(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
         return pl.select(polars_hash_text(joined)).to_series().alias(parts.name)
     values = {str(i): col.cast(pl.Int64).to_numpy() for i, col in enumerate(columns)}
     (hashed,) = hash_versions([(prefix, tuple(values))], values, parts.len())
-    return pl.Series(parts.name, hashed, dtype=pl.Int64)
+    return int64_series(parts.name, hashed)
 
 
 def hash_versions(

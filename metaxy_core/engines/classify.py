@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import hash_versions, polars_hash
+from metaxy_core.hashing import hash_versions, int64_series, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -51,21 +51,21 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
 
     The inputs are 64-bit integers: without nulls (the usual case), every field is hashed in
-    one pass straight from the Arrow buffers (:func:`metaxy_core.hashing.hash_versions`), each
+    one pass from their 64-bit buffers (:func:`metaxy_core.hashing.hash_versions`), each
     input rendered once whatever number of fields read it; the canonical strings exist only
     inside that pass.
     """
     frame = pl.from_arrow(rows, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    inputs = {n: rows.column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)}
-    if not rows.num_rows or any(
-        col.null_count or col.type != pa.int64() for col in inputs.values()
-    ):
+    inputs = [frame.get_column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)]
+    if not frame.height or any(col.dtype != pl.Int64 or col.has_nulls() for col in inputs):
         return frame.lazy().with_columns(provenance(plan))
-    values = {n: col.to_numpy() for n, col in inputs.items()}
-    hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, rows.num_rows)
+    # Through Polars, not pyarrow: pyarrow's ``to_numpy`` imports pandas (0.3 s, once).
+    values = {col.name: col.to_numpy() for col in inputs}
+    hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, frame.height)
     return frame.with_columns(
-        pl.Series(c.provenance_column(f.field), h) for f, h in zip(plan.fields, hashed, strict=True)
+        int64_series(c.provenance_column(f.field), h)
+        for f, h in zip(plan.fields, hashed, strict=True)
     ).lazy()
 
 
