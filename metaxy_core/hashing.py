@@ -220,24 +220,27 @@ def _hash_rows(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
 
 def hash_versions(
     hashes: Sequence[tuple[Sequence[str], Sequence[str]]],
-    columns: Mapping[str, np.ndarray],
+    columns: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
     rows: int,
 ) -> list[np.ndarray]:
     """Several hashes of every row in one pass: for each ``(prefix, names)``, the hash of
     ``[*prefix, *(columns[n][row] for n in names)]``; the columns are ``int64`` arrays of
-    ``rows`` hashes, without nulls.
+    ``rows`` hashes, without nulls, or a list of such mappings holding consecutive rows (e.g.
+    the record batches of an Arrow table), read where they are, without concatenating.
 
     Every canonical string of one ``(prefix, names)`` has the same width, so they are written
     side by side into one buffer, with the prefix and separators in place, and hashed there; in
-    blocks, on every core (numpy and Polars release the GIL), in bounded memory. Each column's
-    hex digits are rendered once per block, whatever reads them, and hashes of the same
-    columns with prefixes of one width share the buffer: only the prefix is rewritten.
+    small blocks (fresh memory costs a page fault per 4 KiB), on every core (numpy and Polars
+    release the GIL). Each column's hex digits are rendered once per block, whatever reads
+    them, and hashes of the same columns with prefixes of one width share the buffer: only the
+    prefix is rewritten.
 
     >>> ones = np.array([1, 1], dtype=np.int64)
     >>> [list(h) for h in hash_versions([(["a"], ["v"]), (["b"], ["v"])], {"v": ones}, 2)] == [
     ...     [hash_parts(["a", 1])] * 2, [hash_parts(["b", 1])] * 2]
     True
     """
+    pieces = [columns] if isinstance(columns, Mapping) else list(columns)
     heads = ["".join(p + SEPARATOR for p in prefix).encode() for prefix, _ in hashes]
     out = [np.empty(rows, dtype=np.int64) for _ in hashes]
     shared: dict[tuple[tuple[str, ...], int], list[int]] = {}
@@ -246,8 +249,17 @@ def hash_versions(
             shared.setdefault((tuple(names), len(head)), []).append(i)
         else:
             out[i][:] = hash_parts(list(prefix))
-    blocks = [(lo, min(lo + _BLOCK_ROWS, rows)) for lo in range(0, rows, _BLOCK_ROWS)]
-    work = partial(_hash_block, heads, shared, columns, out)
+    blocks: list[tuple[Mapping[str, np.ndarray], int, int, int]] = []
+    at = 0
+    for piece in pieces if shared else []:
+        size = len(next(iter(piece.values())))
+        blocks += [
+            (piece, lo, min(lo + _BLOCK_ROWS, size), at) for lo in range(0, size, _BLOCK_ROWS)
+        ]
+        at += size
+    if shared and at != rows:
+        raise ValueError(f"hash_versions: the columns hold {at} rows, not {rows}")
+    work = partial(_hash_block, heads, shared, out)
     list((_pool().map if len(blocks) > 1 else map)(work, blocks))
     return out
 
@@ -255,11 +267,10 @@ def hash_versions(
 def _hash_block(
     heads: list[bytes],
     shared: dict[tuple[tuple[str, ...], int], list[int]],
-    columns: Mapping[str, np.ndarray],
     out: list[np.ndarray],
-    block: tuple[int, int],
+    block: tuple[Mapping[str, np.ndarray], int, int, int],
 ) -> None:
-    lo, hi = block
+    columns, lo, hi, at_row = block
     digits: dict[str, np.ndarray] = {}
     for (names, width), members in shared.items():
         rows = np.empty((hi - lo, width + 17 * len(names) - 1), dtype=np.uint8)
@@ -274,10 +285,11 @@ def _hash_block(
         for i in members:
             rows[:, :width] = np.frombuffer(heads[i], dtype=np.uint8)
             strings = _strings(rows).to_frame("s")
-            out[i][lo:hi] = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+            hashed = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+            out[i][at_row + lo : at_row + hi] = hashed
 
 
-_BLOCK_ROWS: Final = 1 << 17
+_BLOCK_ROWS: Final = 1 << 15
 _POOL: list[ThreadPoolExecutor] = []
 _POOL_LOCK = threading.Lock()
 

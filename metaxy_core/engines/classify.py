@@ -60,8 +60,16 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     inputs = [frame.get_column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)]
     if not frame.height or any(col.dtype != pl.Int64 or col.has_nulls() for col in inputs):
         return frame.lazy().with_columns(provenance(plan))
-    # Through Polars, not pyarrow: pyarrow's ``to_numpy`` imports pandas (0.3 s, once).
-    values = {col.name: col.to_numpy() for col in inputs}
+    # Through Polars, not pyarrow: pyarrow's ``to_numpy`` imports pandas (0.3 s, once). Chunk
+    # by chunk (the record batches DuckDB exported), read in place: no copy into fresh memory.
+    chunked = [col.get_chunks() for col in inputs]
+    if len({tuple(map(len, chunks)) for chunks in chunked}) == 1:
+        values = [
+            {col.name: chunk.to_numpy() for col, chunk in zip(inputs, piece, strict=True)}
+            for piece in zip(*chunked, strict=True)
+        ]
+    else:
+        values = [{col.name: col.to_numpy() for col in inputs}]
     hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, frame.height)
     return frame.with_columns(
         int64_series(c.provenance_column(f.field), h)
