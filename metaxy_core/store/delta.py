@@ -211,6 +211,7 @@ class DeltaMetadataStore(MetadataStore):
                 ),
                 on=WRITE_ID,
                 how="inner",
+                maintain_order="left",
             )
         )
         if not history:
@@ -364,8 +365,9 @@ def _check_types(
     out: dict[str, pl.DataType] = {}
     for name, dtype in chunk.schema.items():
         held = stored.get(name)
-        if held is None or held == dtype or dtype == pl.Null:
-            out[name] = held if held is not None else dtype
+        if held is None or held == pl.Null or held == dtype or dtype == pl.Null:
+            # Only nulls so far told no type: this write's type holds (Delta merges the schema).
+            out[name] = dtype if held is None or held == pl.Null else held
             continue
         if _same_storage(held, dtype):
             out[name] = held
