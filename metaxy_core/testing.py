@@ -21,7 +21,6 @@ import polars.testing
 from metaxy_core.columns import data_version_column
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.store.base import MetadataStore
-from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
 
@@ -56,6 +55,8 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
         if kind.endswith("polars"):
             return DuckDBMetadataStore(graph, path, engine="polars")
         return DuckDBMetadataStore(graph, path, engine="duckdb")
+    if kind.startswith("delta-"):
+        from metaxy_core.store.delta import DeltaMetadataStore  # the optional extra `delta`
     if kind == "delta-file":
         if directory is None:
             raise ValueError(f"store kind {kind!r} needs a directory for its tables")

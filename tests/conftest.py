@@ -58,8 +58,7 @@ def s3_server(request: pytest.FixtureRequest) -> Iterator[str | None]:
     credentials and bucket go to the ``AWS_*`` and ``METAXY_TEST_S3_BUCKET`` variables, which
     ``make_store("delta-s3", ...)`` and child processes read. Yields the endpoint."""
     if not any(
-        "delta-s3" in item.nodeid or item.get_closest_marker("s3")
-        for item in request.session.items
+        "delta-s3" in item.nodeid or item.get_closest_marker("s3") for item in request.session.items
     ):
         yield None
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -80,4 +81,3 @@ def append_numbered(
         "writers took every number first. Raise commit_attempts of the store, or write from "
         "fewer processes at once."
     )
-

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -148,9 +147,10 @@ class DeltaMetadataStore(MetadataStore):
     def _read_writes(self) -> pl.DataFrame:
         table = open_table(self._uri("_metaxy", "writes"), self._options)
         if table is None:
-            return pl.DataFrame(schema=pl.Schema(pl.from_arrow(_WRITES_SCHEMA.empty_table()).schema))
-        self._check_format(table)
-        frame = pl.from_arrow(table.to_pyarrow_table())
+            frame = pl.from_arrow(_WRITES_SCHEMA.empty_table())
+        else:
+            self._check_format(table)
+            frame = pl.from_arrow(table.to_pyarrow_table())
         assert isinstance(frame, pl.DataFrame)
         return frame
 
@@ -283,9 +283,12 @@ class DeltaMetadataStore(MetadataStore):
                 )
                 yield from tagged.to_arrow().to_batches()
 
-        arrow_schema = _conform(first.head(0), schema).with_columns(
-            pl.lit(0, dtype=pl.Int64).alias(WRITE_ID)
-        ).to_arrow().schema
+        arrow_schema = (
+            _conform(first.head(0), schema)
+            .with_columns(pl.lit(0, dtype=pl.Int64).alias(WRITE_ID))
+            .to_arrow()
+            .schema
+        )
         reader = pa.RecordBatchReader.from_batches(arrow_schema, batches())
         # Blind appends commute: deltalake retries a lost version by itself, as often as asked.
         write_deltalake(
@@ -343,15 +346,13 @@ class DeltaMetadataStore(MetadataStore):
             if table is None:
                 continue
             table.optimize.compact()
-            files = table.vacuum(
-                retention_hours, dry_run=False, enforce_retention_duration=False
-            )
+            files = table.vacuum(retention_hours, dry_run=False, enforce_retention_duration=False)
             removed[uri.removeprefix(self.uri + "/")] = len(files)
         return removed
 
 
 def _stored_schema(table: DeltaTable) -> dict[str, pl.DataType]:
-    arrow = pa.schema(table.schema())  # type: ignore[call-overload]
+    arrow = pa.schema(table.schema())
     frame = pl.from_arrow(arrow.empty_table())
     assert isinstance(frame, pl.DataFrame)
     return dict(frame.schema)
