@@ -19,6 +19,7 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts, hash_string, to_hex
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
+from metaxy_core.store.copy import copy_store
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
 from metaxy_core.store.uri import open_store
@@ -43,6 +44,7 @@ __all__ = [
     "SampleFilter",
     "StaleReason",
     "WriteResult",
+    "copy_store",
     "errors",
     "hash_parts",
     "hash_string",

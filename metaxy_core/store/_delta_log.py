@@ -22,7 +22,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from metaxy_core.errors import StoreError
 
-__all__ = ["append_numbered", "ensure_table", "open_table"]
+__all__ = ["append_numbered", "ensure_table", "open_table", "retry_commits"]
 
 _MAX_WAIT = 1.0
 """Longest pause (seconds) between two tries of a numbered append."""
@@ -72,8 +72,7 @@ def append_numbered(
                 ),
             )
         except CommitFailedError:
-            # Jittered, growing pauses: writers that collided do not collide again in step.
-            time.sleep(random.uniform(0, min(_MAX_WAIT, 0.01 * 2**attempt)))
+            time.sleep(_pause(attempt))
             continue
         return number
     raise StoreError(
@@ -81,3 +80,24 @@ def append_numbered(
         "writers took every number first. Raise commit_attempts of the store, or write from "
         "fewer processes at once."
     )
+
+
+def retry_commits(commit: Callable[[], None], uri: str, *, attempts: int) -> None:
+    """``commit()``, tried again (with a random pause) when another commit conflicted."""
+    for attempt in range(attempts):
+        try:
+            commit()
+        except CommitFailedError:
+            time.sleep(_pause(attempt))
+            continue
+        return
+    raise StoreError(
+        f"the Delta table {uri!r} took no commit in {attempts} tries: other writers changed "
+        "it first each time. Raise commit_attempts of the store, or write from fewer "
+        "processes at once."
+    )
+
+
+def _pause(attempt: int) -> float:
+    # Jittered, growing pauses: writers that collided do not collide again in step.
+    return random.uniform(0, min(_MAX_WAIT, 0.01 * 2**attempt))

@@ -38,7 +38,7 @@ from metaxy_core.engines.polars import PolarsEngine
 from metaxy_core.errors import ColumnTypeError, StoreFormatError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
-from metaxy_core.store._delta_log import append_numbered, ensure_table, open_table
+from metaxy_core.store._delta_log import append_numbered, ensure_table, open_table, retry_commits
 from metaxy_core.store.base import Engine, MetadataStore
 from metaxy_core.store.snapshots import Record
 
@@ -270,35 +270,41 @@ class DeltaMetadataStore(MetadataStore):
         if first is None:
             return 0, False, None
         uri = self._feature_uri(feature)
-        table = open_table(uri, self._options)
-        stored = {} if table is None else _stored_schema(table)
+        tagged_first = _tag(_conform(first, _check_types(feature, first, {})), write_id)
+        ensure_table(uri, self._options, tagged_first.to_arrow().schema, f"metaxy {feature}")
+        table = DeltaTable(uri, storage_options=self._options or None)
+        stored = _stored_schema(table)
         schema = _check_types(feature, first, stored)
         counted = {"rows": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
             for chunk in (first, *it):
                 counted["rows"] += chunk.height
-                tagged = _conform(chunk, schema).with_columns(
-                    pl.lit(write_id, dtype=pl.Int64).alias(WRITE_ID)
-                )
-                yield from tagged.to_arrow().to_batches()
+                yield from _tag(_conform(chunk, schema), write_id).to_arrow().to_batches()
 
-        arrow_schema = (
-            _conform(first.head(0), schema)
-            .with_columns(pl.lit(0, dtype=pl.Int64).alias(WRITE_ID))
-            .to_arrow()
-            .schema
-        )
-        reader = pa.RecordBatchReader.from_batches(arrow_schema, batches())
-        # Blind appends commute: deltalake retries a lost version by itself, as often as asked.
-        write_deltalake(
-            uri if table is None else table,
-            reader,
-            mode="append",
-            schema_mode="merge",
-            storage_options=self._options or None,
-            commit_properties=CommitProperties(max_commit_retries=self.commit_attempts),
-        )
+        arrow_schema = _tag(_conform(first.head(0), schema), write_id).to_arrow().schema
+        if set(schema) <= set(stored) and all(stored[n] != pl.Null for n in schema):
+            # A blind append: appends commute, and deltalake retries a lost version by itself.
+            write_deltalake(
+                table,
+                pa.RecordBatchReader.from_batches(arrow_schema, batches()),
+                mode="append",
+                commit_properties=CommitProperties(max_commit_retries=self.commit_attempts),
+            )
+        else:
+            # New columns (or types for all-null ones) change the table's schema: a commit
+            # that conflicts with other schema changes, so retried here, from the rows kept.
+            kept = list(batches())
+            retry_commits(
+                lambda: write_deltalake(
+                    DeltaTable(uri, storage_options=self._options or None),
+                    pa.Table.from_batches(kept, arrow_schema),
+                    mode="append",
+                    schema_mode="merge",
+                ),
+                uri,
+                attempts=self.commit_attempts,
+            )
         deleted = first.height > 0 and bool(first.get_column(c.DELETED).all())
         run_id = first.get_column(c.RUN_ID)[0] if first.height else None
         return counted["rows"], deleted, run_id
@@ -383,6 +389,10 @@ def _check_types(
 def _same_storage(held: pl.DataType, dtype: pl.DataType) -> bool:
     """Types Delta stores alike (it has no unsigned or view types)."""
     return held == dtype or (held.is_integer() and dtype.is_integer() and held.is_signed_integer())
+
+
+def _tag(chunk: pl.DataFrame, write_id: int) -> pl.DataFrame:
+    return chunk.with_columns(pl.lit(write_id, dtype=pl.Int64).alias(WRITE_ID))
 
 
 def _conform(chunk: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
