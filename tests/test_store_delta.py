@@ -68,7 +68,7 @@ def test_sixteen_processes_append_to_one_store_on_s3_without_a_lock() -> None:
         subprocess.Popen([*code, str(w), str(WRITES)], stdout=subprocess.PIPE, text=True)
         for w in range(WRITERS)
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=1200)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * WRITERS
     seqs = [int(line) for out in outputs for line in out.split()]
     # Every write got its own sequence, 1..320 without a gap, and every row is there.

@@ -38,7 +38,12 @@ from metaxy_core.engines.polars import PolarsEngine
 from metaxy_core.errors import ColumnTypeError, StoreFormatError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
-from metaxy_core.store._delta_log import append_numbered, ensure_table, open_table, retry_commits
+from metaxy_core.store._delta_log import (
+    Tables,
+    append_numbered,
+    ensure_table,
+    retry_commits,
+)
 from metaxy_core.store.base import Engine, MetadataStore
 from metaxy_core.store.snapshots import Record
 
@@ -123,6 +128,10 @@ class DeltaMetadataStore(MetadataStore):
         self.uri = str(uri).rstrip("/")
         self.commit_attempts = commit_attempts
         self._options = dict(storage_options or {})
+        self._tables = Tables(self._options)
+        self._log: tuple[frozenset[str], pl.DataFrame] | None = None
+        """The write log read so far: its files and their rows (files are only added, until
+        a vacuum compacts them)."""
 
     def __repr__(self) -> str:
         return f"DeltaMetadataStore({self.uri!r})"  # never the storage options: credentials
@@ -145,13 +154,23 @@ class DeltaMetadataStore(MetadataStore):
         yield _Session(self._read_writes())
 
     def _read_writes(self) -> pl.DataFrame:
-        table = open_table(self._uri("_metaxy", "writes"), self._options)
+        table = self._tables.get(self._uri("_metaxy", "writes"))
         if table is None:
             frame = pl.from_arrow(_WRITES_SCHEMA.empty_table())
+            assert isinstance(frame, pl.DataFrame)
+            return frame
+        self._check_format(table)
+        files = frozenset(table.file_uris())
+        if self._log is not None and self._log[0] <= files:
+            known, frame = self._log
+            if files != known:
+                new = pl.read_parquet(sorted(files - known), storage_options=self._options or None)
+                frame = pl.concat([frame, new.select(frame.columns)])
         else:
-            self._check_format(table)
-            frame = pl.from_arrow(table.to_pyarrow_table())
-        assert isinstance(frame, pl.DataFrame)
+            read = pl.from_arrow(table.to_pyarrow_table())
+            assert isinstance(read, pl.DataFrame)
+            frame = read
+        self._log = (files, frame)
         return frame
 
     def _check_format(self, table: DeltaTable) -> None:
@@ -175,7 +194,7 @@ class DeltaMetadataStore(MetadataStore):
     def _stored_columns(self, session: _Session, feature: str) -> list[str] | None:
         if self._writes_of(session, feature).height == 0:
             return None
-        table = open_table(self._feature_uri(feature), self._options)
+        table = self._tables.get(self._feature_uri(feature))
         if table is None:  # only empty writes so far
             return [*self.graph[feature].id_columns, c.WRITE_SEQ]
         names = [f.name for f in table.schema().fields if f.name != WRITE_ID]
@@ -195,7 +214,7 @@ class DeltaMetadataStore(MetadataStore):
         writes = self._writes_of(session, feature)
         if writes.height == 0:
             return None
-        table = open_table(self._feature_uri(feature), self._options)
+        table = self._tables.get(self._feature_uri(feature))
         ids = list(self.graph[feature].id_columns)
         if table is None:
             return pl.LazyFrame(schema={**{i: pl.String for i in ids}, c.WRITE_SEQ: pl.Int64})
@@ -223,7 +242,7 @@ class DeltaMetadataStore(MetadataStore):
 
     def last_write_seq(self, feature: str | None = None) -> int:
         if feature is None:
-            table = open_table(self._uri("_metaxy", "writes"), self._options)
+            table = self._tables.get(self._uri("_metaxy", "writes"))
             return 0 if table is None else table.transaction_version("metaxy/write_seq") or 0
         writes = self._writes_of(_Session(self._read_writes()), feature)
         return int(writes.get_column("write_seq").max() or 0)  # type: ignore[arg-type]
@@ -254,7 +273,7 @@ class DeltaMetadataStore(MetadataStore):
         }
         return append_numbered(
             writes_uri,
-            self._options,
+            self._tables,
             "metaxy/write_seq",
             lambda seq: pa.Table.from_pylist([{"write_seq": seq, **entry}], _WRITES_SCHEMA),
             attempts=self.commit_attempts,
@@ -272,7 +291,8 @@ class DeltaMetadataStore(MetadataStore):
         uri = self._feature_uri(feature)
         tagged_first = _tag(_conform(first, _check_types(feature, first, {})), write_id)
         ensure_table(uri, self._options, tagged_first.to_arrow().schema, f"metaxy {feature}")
-        table = DeltaTable(uri, storage_options=self._options or None)
+        table = self._tables.get(uri)
+        assert table is not None, uri
         stored = _stored_schema(table)
         schema = _check_types(feature, first, stored)
         counted = {"rows": 0}
@@ -295,16 +315,16 @@ class DeltaMetadataStore(MetadataStore):
             # New columns (or types for all-null ones) change the table's schema: a commit
             # that conflicts with other schema changes, so retried here, from the rows kept.
             kept = list(batches())
-            retry_commits(
-                lambda: write_deltalake(
-                    DeltaTable(uri, storage_options=self._options or None),
+
+            def evolve() -> None:
+                write_deltalake(
+                    self._tables.get(uri) or uri,
                     pa.Table.from_batches(kept, arrow_schema),
                     mode="append",
                     schema_mode="merge",
-                ),
-                uri,
-                attempts=self.commit_attempts,
-            )
+                )
+
+            retry_commits(evolve, uri, attempts=self.commit_attempts)
         deleted = first.height > 0 and bool(first.get_column(c.DELETED).all())
         run_id = first.get_column(c.RUN_ID)[0] if first.height else None
         return counted["rows"], deleted, run_id
@@ -317,7 +337,7 @@ class DeltaMetadataStore(MetadataStore):
         now = datetime.now(timezone.utc)
         append_numbered(
             uri,
-            self._options,
+            self._tables,
             "metaxy/record_seq",
             lambda seq: pa.Table.from_pylist(
                 [{"seq": seq, "kind": kind, "key": key, "body": body, "recorded_at": now}],
@@ -327,7 +347,7 @@ class DeltaMetadataStore(MetadataStore):
         )
 
     def _records(self, session: _Session, kind: str) -> list[Record]:
-        table = open_table(self._uri("_metaxy", "records"), self._options)
+        table = self._tables.get(self._uri("_metaxy", "records"))
         if table is None:
             return []
         frame = pl.from_arrow(table.to_pyarrow_table())
@@ -348,7 +368,7 @@ class DeltaMetadataStore(MetadataStore):
         uris += [self._feature_uri(f) for f in self.graph.topological_order()]
         removed: dict[str, int] = {}
         for uri in uris:
-            table = open_table(uri, self._options)
+            table = self._tables.get(uri)
             if table is None:
                 continue
             table.optimize.compact()
