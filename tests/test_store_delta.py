@@ -148,10 +148,11 @@ def test_vacuum_compacts_and_keeps_every_row(tmp_path: Path) -> None:
     store = DeltaMetadataStore(_graph(), tmp_path / "store")
     for k in range(3):
         store.write("clips", root_samples("id", ["a", "b"], audio=[str(k), str(k)]))
+    before = store.read("clips").sort("id")
     removed = store.vacuum(retention_hours=0)
     assert removed["features/clips"] == 3  # three small files became one
     assert removed["_metaxy/writes"] == 3
-    assert store.read("clips").sort("id")["metaxy_data_version__audio"].to_list() == ["2", "2"]
+    assert store.read("clips").sort("id").equals(before)
     assert store.read("clips", history=True).height == 6
     assert store.last_write_seq() == 3
 
