@@ -297,13 +297,27 @@ class DeltaMetadataStore(MetadataStore):
         schema = _check_types(feature, first, stored)
         counted = {"rows": 0}
 
+        blind = set(schema) <= set(stored) and all(stored[n] != pl.Null for n in schema)
+        # A blind append has the table's columns, in its order: nulls for those it lacks.
+        missing = {n: t for n, t in stored.items() if n not in schema and n != WRITE_ID}
+        missing = missing if blind else {}
+        order = list(stored) if blind else None
+
+        def shaped(chunk: pl.DataFrame) -> pl.DataFrame:
+            frame = _tag(_conform(chunk, schema), write_id)
+            if missing:
+                frame = frame.with_columns(
+                    pl.lit(None, dtype=t).alias(n) for n, t in missing.items()
+                )
+            return frame if order is None else frame.select(order)
+
         def batches() -> Iterator[pa.RecordBatch]:
             for chunk in (first, *it):
                 counted["rows"] += chunk.height
-                yield from _tag(_conform(chunk, schema), write_id).to_arrow().to_batches()
+                yield from shaped(chunk).to_arrow().to_batches()
 
-        arrow_schema = _tag(_conform(first.head(0), schema), write_id).to_arrow().schema
-        if set(schema) <= set(stored) and all(stored[n] != pl.Null for n in schema):
+        arrow_schema = shaped(first.head(0)).to_arrow().schema
+        if blind:
             # A blind append: appends commute, and deltalake retries a lost version by itself.
             write_deltalake(
                 table,
