@@ -312,7 +312,9 @@ class DeltaMetadataStore(MetadataStore):
             return frame if order is None else frame.select(order)
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for chunk in (first, *it):
+            for index, chunk in enumerate((first, *it)):
+                if index:  # the first was checked above
+                    _check_types(feature, chunk, schema)
                 counted["rows"] += chunk.height
                 yield from shaped(chunk).to_arrow().to_batches()
 
@@ -404,8 +406,11 @@ def _check_types(
     """The types the chunk's columns are written with: the stored ones (a chunk's all-null
     column takes them), or its own for new columns. Raises on a type that differs."""
     out: dict[str, pl.DataType] = {}
-    for name, dtype in chunk.schema.items():
+    for name, given in chunk.schema.items():
         held = stored.get(name)
+        dtype = _delta_type(given)
+        if given != dtype:
+            _check_microseconds(feature, name, chunk)
         if held is None or held == pl.Null or held == dtype or dtype == pl.Null:
             # Only nulls so far told no type: this write's type holds (Delta merges the schema).
             out[name] = dtype if held is None or held == pl.Null else held
@@ -418,6 +423,24 @@ def _check_types(
             f"{held}. Cast the column to {held} before writing."
         )
     return out
+
+
+def _delta_type(dtype: pl.DataType) -> pl.DataType:
+    """The type Delta keeps a column as: timestamps to the microsecond."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit != "us":
+        return pl.Datetime("us", dtype.time_zone)
+    return dtype
+
+
+def _check_microseconds(feature: str, name: str, chunk: pl.DataFrame) -> None:
+    """Refuse timestamps finer than Delta keeps: they would come back as other ids."""
+    finer = chunk.select((pl.col(name).dt.epoch("ns") % 1000 != 0).any()).item()
+    if finer:
+        raise ColumnTypeError(
+            f"feature {feature!r}: column {name!r} holds timestamps finer than a microsecond, "
+            "which a Delta table cannot keep. Round the column to microseconds "
+            "(.dt.truncate('1us')), or use a DuckDB store."
+        )
 
 
 def _same_storage(held: pl.DataType, dtype: pl.DataType) -> bool:
