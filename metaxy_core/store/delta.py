@@ -319,28 +319,20 @@ class DeltaMetadataStore(MetadataStore):
                 yield from shaped(chunk).to_arrow().to_batches()
 
         arrow_schema = shaped(first.head(0)).to_arrow().schema
-        if blind:
-            # A blind append: appends commute, and deltalake retries a lost version by itself.
+        # Kept whole, so that a commit that lost to another (the table's creation, a new
+        # column) is tried again; appends of rows alone commute, and deltalake retries those.
+        kept = list(batches())
+
+        def commit() -> None:
             write_deltalake(
-                table,
-                pa.RecordBatchReader.from_batches(arrow_schema, batches()),
+                self._tables.get(uri) or uri,
+                pa.Table.from_batches(kept, arrow_schema),
                 mode="append",
+                schema_mode=None if blind else "merge",
                 commit_properties=CommitProperties(max_commit_retries=self.commit_attempts),
             )
-        else:
-            # New columns (or types for all-null ones) change the table's schema: a commit
-            # that conflicts with other schema changes, so retried here, from the rows kept.
-            kept = list(batches())
 
-            def evolve() -> None:
-                write_deltalake(
-                    self._tables.get(uri) or uri,
-                    pa.Table.from_batches(kept, arrow_schema),
-                    mode="append",
-                    schema_mode="merge",
-                )
-
-            retry_commits(evolve, uri, attempts=self.commit_attempts)
+        retry_commits(commit, uri, attempts=self.commit_attempts)
         deleted = first.height > 0 and bool(first.get_column(c.DELETED).all())
         run_id = first.get_column(c.RUN_ID)[0] if first.height else None
         return counted["rows"], deleted, run_id
