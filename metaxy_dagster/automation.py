@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from metaxy_core import DuckDBMetadataStore, errors
+from metaxy_core import MetadataStore, errors
 from metaxy_dagster.features import FEATURE_KEY, graph_of, partitions_of
 from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
 
@@ -68,7 +68,7 @@ class MetaxyHasWork(dg.AutomationCondition[dg.AssetKey]):
     def _evaluate(
         self,
         context: dg.AutomationContext[dg.AssetKey],
-        store: DuckDBMetadataStore,
+        store: MetadataStore,
         feature: str,
         partitions: MetaxyPartitions | None,
     ) -> dg.AutomationResult[dg.AssetKey]:

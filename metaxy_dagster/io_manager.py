@@ -79,7 +79,7 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
                 "metaxy/rows_deleted": deleted,
                 "metaxy/failed_recorded": failed,
                 "metaxy/write_seq": seq,
-                "metaxy/store": store.path,
+                "metaxy/store": self.store.path,
                 "metaxy/preview": dg.MetadataValue.md(_markdown(preview)),
             }
         )

@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 
 from metaxy_core import (
-    DuckDBMetadataStore,
     FeatureSpec,
     Increment,
+    MetadataStore,
     columns,
     errors,
     validate_ids,
@@ -33,7 +33,7 @@ _PREVIEW_FAILED = 10
 
 def materialize(
     context: dg.AssetExecutionContext,
-    store: DuckDBMetadataStore,
+    store: MetadataStore,
     spec: FeatureSpec,
     call: Call,
     partitions: MetaxyPartitions | None,

@@ -136,6 +136,8 @@ class MetadataStore(ABC):
     """Whether the backend implements ``_record``/``_records`` (snapshots, audit rows)."""
     _latest_snapshot: str | None = None
     """The graph version this object last found as the store's latest snapshot."""
+    engine_name: str = "polars"
+    """The engine resolving increments (shown by Dagster as a kind and in metadata)."""
     sample_retry: SampleRetryPolicy | None = None
     """How failed samples come back by themselves when a call passes no ``retry`` (default:
     never; see :class:`~metaxy_core.SampleRetryPolicy`)."""

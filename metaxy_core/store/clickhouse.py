@@ -89,6 +89,8 @@ class ClickHouseMetadataStore(MetadataStore):
     IncrementCounts(new=0, stale=0, orphaned=0)
     """
 
+    engine_name = "clickhouse"
+
     _keeps_records = True
 
     def __init__(
