@@ -1,6 +1,6 @@
 """The stores side by side: one write of N root rows and the resolve of a downstream feature
-(all N new, then N/10 stale), on the DuckDB file store, the Delta store in a local folder and
-the Delta store on a local S3 server (moto's); then W writer processes appending to one Delta
+(all N new, then N/10 stale), on the DuckDB file store, the Delta store in a local folder,
+embedded ClickHouse (chdb) and the Delta store on a local S3 server (moto's); then W writer processes appending to one Delta
 table on that server (all land? commits per second).
 
     python -m bench.stores [--rows 1000000] [--rounds 3] [--writers 16] [--writes 20]
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     stores: dict[str, Callable[[], str]] = {
         "duckdb": lambda: f"duckdb://{work}/{uuid.uuid4().hex}.duckdb",
         "delta-file": lambda: f"delta+file://{work}/{uuid.uuid4().hex}",
+        "clickhouse": lambda: f"chdb://{work}/{uuid.uuid4().hex}",
     }
     if not args.no_s3_rows:
         stores["delta-s3"] = lambda: f"delta+s3://{bucket}/{uuid.uuid4().hex}"

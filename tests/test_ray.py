@@ -45,6 +45,8 @@ def local_ray() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         path = os.environ.get("PYTHONPATH")
         patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), path) if p))
+        if ray.is_initialized():  # left by another test of this process (e.g. a docs page)
+            ray.shutdown()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield

@@ -118,11 +118,14 @@ def test_read_instances_are_sqlmodel_rows(store: DuckDBMetadataStore) -> None:
     write_models(store, VideoCrop, crops())
     engine = sqlalchemy.create_engine("sqlite://")
     SQLModel.metadata.create_all(engine, tables=[VideoCrop.__table__])  # type: ignore[attr-defined]
-    with Session(engine) as session:
-        session.add_all(read_models(store, VideoCrop))
-        session.commit()
-        found = session.exec(select(VideoCrop).where(VideoCrop.n_frames > 0)).all()
-        assert sorted(m.video_id for m in found) == ["v0", "v1"]
+    try:
+        with Session(engine) as session:
+            session.add_all(read_models(store, VideoCrop))
+            session.commit()
+            found = session.exec(select(VideoCrop).where(VideoCrop.n_frames > 0)).all()
+            assert sorted(m.video_id for m in found) == ["v0", "v1"]
+    finally:
+        engine.dispose()  # closes the pooled SQLite connection (else a ResourceWarning at GC)
 
 
 def test_a_frame_of_the_wrong_type_is_refused(store: DuckDBMetadataStore) -> None:

@@ -86,7 +86,7 @@ class ClickHouseMetadataStore(MetadataStore):
     >>> store.write("clips", clips).rows
     2
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=0, stale=0, orphaned=0)
+    IncrementCounts(new=0, stale=0, orphaned=0, failed=0)
     """
 
     engine_name = "clickhouse"

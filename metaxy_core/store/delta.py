@@ -111,7 +111,7 @@ class DeltaMetadataStore(MetadataStore):
     >>> store.write("clips", clips).write_seq
     1
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=0, stale=0, orphaned=0)
+    IncrementCounts(new=0, stale=0, orphaned=0, failed=0)
     """
 
     _keeps_records = True
