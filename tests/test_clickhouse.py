@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -129,3 +130,16 @@ def test_uris() -> None:
     assert repr(embedded) == "ClickHouseMetadataStore('chdb:///tmp/meta', database='x')"
     with pytest.raises(errors.ConfigError, match="not a ClickHouse URI"):
         ClickHouseMetadataStore.from_uri(graph, "duckdb:///x.duckdb")
+
+
+def test_closed_store_directory_can_be_removed_and_reopens(tmp_path: Path) -> None:
+    # An open chdb session merges the parts of many small writes in the background, writing
+    # into its directory: removing the directory then could fail ("Directory not empty").
+    store = ClickHouseMetadataStore(reference_graph(), tmp_path / "ch")
+    for i in range(8):
+        store.write("video/raw", _raw([f"v{i}"]))
+    store.close()
+    assert sorted(store.read("video/raw")["video_id"]) == [f"v{i}" for i in range(8)]
+    store.close()
+    shutil.rmtree(tmp_path / "ch")
+    assert not (tmp_path / "ch").exists()

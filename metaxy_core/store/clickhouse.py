@@ -160,6 +160,12 @@ class ClickHouseMetadataStore(MetadataStore):
     def __repr__(self) -> str:
         return f"ClickHouseMetadataStore({self.client.description!r}, database={self.database!r})"
 
+    def close(self) -> None:
+        """Close the connection; the next operation opens it again. Close an embedded (chdb)
+        store before removing its directory: an open one merges its parts in the background,
+        writing into the directory while it is being removed."""
+        self.client.close()
+
     # -- connection and format ------------------------------------------------------------------
 
     def _name(self, table: str) -> str:
