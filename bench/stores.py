@@ -1,7 +1,7 @@
 """The stores side by side: one write of N root rows and the resolve of a downstream feature
 (all N new, then N/10 stale), on the DuckDB file store, the Delta store in a local folder,
-embedded ClickHouse (chdb) and the Delta store on a local S3 server (moto's); then W writer processes appending to one Delta
-table on that server (all land? commits per second).
+embedded ClickHouse (chdb) and the Delta store on a local S3 server (moto's); then W writer
+processes appending to one Delta table on that server (all land? commits per second).
 
     python -m bench.stores [--rows 1000000] [--rounds 3] [--writers 16] [--writes 20]
 
