@@ -24,7 +24,7 @@ from metaxy_core.store.copy import copy_store
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.failures import SampleRetryPolicy
 from metaxy_core.store.memory import InMemoryMetadataStore
-from metaxy_core.store.rows import validate_ids
+from metaxy_core.store.rows import to_polars, validate_ids
 from metaxy_core.store.uri import open_store
 from metaxy_core.versions import GraphVersions
 
@@ -55,5 +55,6 @@ __all__ = [
     "hash_string",
     "open_store",
     "to_hex",
+    "to_polars",
     "validate_ids",
 ]

@@ -15,9 +15,9 @@ from metaxy_core import (
     MetadataStore,
     columns,
     errors,
+    to_polars,
     validate_ids,
 )
-from metaxy_dagster.frames import to_polars
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import MetaxyPartitions

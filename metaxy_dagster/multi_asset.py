@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import FeatureGraph, FeatureSpec, errors, hash_parts, to_hex
+from metaxy_core import FeatureGraph, FeatureSpec, errors, hash_parts, to_hex, to_polars
 from metaxy_dagster.asset import (
     DEFAULT_ENGINE,
     KIND,
@@ -34,7 +34,6 @@ from metaxy_dagster.asset import (
     store_resource,
 )
 from metaxy_dagster.features import FINGERPRINT_KEY
-from metaxy_dagster.frames import to_polars
 from metaxy_dagster.materialize import materialize
 from metaxy_dagster.metadata import asset_code_version, asset_key, definition_metadata
 from metaxy_dagster.partitions import MetaxyPartitions
