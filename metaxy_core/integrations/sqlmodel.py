@@ -30,7 +30,6 @@ from typing import Any, TypedDict, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
-from typing_extensions import NotRequired
 
 from metaxy_core.definitions import FeatureDep, FeatureSpec, FieldSpec
 from metaxy_core.errors import ColumnTypeError, EmptyIdColumnsError, MissingColumnError
@@ -53,14 +52,17 @@ OPTIONS = "__metaxy__"
 """The class attribute holding the feature's key, fields and deps."""
 
 
-class FeatureOptions(TypedDict):
+class _FeatureKey(TypedDict):
+    key: str
+
+
+class FeatureOptions(_FeatureKey, total=False):
     """What ``__metaxy__`` of a model class gives: the feature key and, optionally, its fields,
     deps and description (the class docstring by default)."""
 
-    key: str
-    fields: NotRequired[Sequence[FieldSpec | str]]
-    deps: NotRequired[Sequence[FeatureDep | str]]
-    description: NotRequired[str]
+    fields: Sequence[FieldSpec | str]
+    deps: Sequence[FeatureDep | str]
+    description: str
 
 
 # Python type -> (the dtype a frame built from instances gets, dtypes a frame may bring).
