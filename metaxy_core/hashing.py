@@ -33,9 +33,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
@@ -55,6 +54,7 @@ __all__ = [
     "canonical",
     "from_hex",
     "hash_parts",
+    "hash_stream",
     "hash_string",
     "hash_versions",
     "int64_series",
@@ -228,49 +228,78 @@ def hash_versions(
     ``rows`` hashes, without nulls, or a list of such mappings holding consecutive rows (e.g.
     the record batches of an Arrow table), read where they are, without concatenating.
 
-    Every canonical string of one ``(prefix, names)`` has the same width, so they are written
-    side by side into one buffer, with the prefix and separators in place, and hashed there; in
-    small blocks (fresh memory costs a page fault per 4 KiB), on every core (numpy and Polars
-    release the GIL). Each column's hex digits are rendered once per block, whatever reads
-    them, and hashes of the same columns with prefixes of one width share the buffer: only the
-    prefix is rewritten.
-
     >>> ones = np.array([1, 1], dtype=np.int64)
     >>> [list(h) for h in hash_versions([(["a"], ["v"]), (["b"], ["v"])], {"v": ones}, 2)] == [
     ...     [hash_parts(["a", 1])] * 2, [hash_parts(["b", 1])] * 2]
     True
     """
     pieces = [columns] if isinstance(columns, Mapping) else list(columns)
+    sizes = [len(next(iter(p.values()))) if p else rows for p in pieces]
+    if any(names for _, names in hashes) and sum(sizes) != rows:
+        raise ValueError(f"hash_versions: the columns hold {sum(sizes)} rows, not {rows}")
+    return hash_stream(hashes, zip(pieces, sizes, strict=True))
+
+
+def hash_stream(
+    hashes: Sequence[tuple[Sequence[str], Sequence[str]]],
+    pieces: Iterable[tuple[Mapping[str, np.ndarray], int]],
+) -> list[np.ndarray]:
+    """:func:`hash_versions` of consecutive pieces ``(columns, rows)`` as they arrive: each
+    piece's blocks are hashed on the pool of threads while the next piece is produced (e.g.
+    while DuckDB exports its next record batch), so hashing and producing overlap.
+
+    Every canonical string of one ``(prefix, names)`` has the same width, so they are written
+    side by side into one buffer, with the prefix and separators in place, and hashed there; in
+    small blocks (fresh memory costs a page fault per 4 KiB), on every core (numpy and Polars
+    release the GIL). Each column's hex digits are rendered once per block, whatever reads
+    them, and hashes of the same columns with prefixes of one width share the buffer: only the
+    prefix is rewritten. An exception raised by ``pieces`` is raised here once the blocks
+    already started are done.
+
+    >>> v = {"v": np.array([1, 2], dtype=np.int64)}
+    >>> [list(h) for h in hash_stream([(["a"], ["v"])], [(v, 2), (v, 2)])] == [
+    ...     [hash_parts(["a", 1]), hash_parts(["a", 2])] * 2]
+    True
+    """
     heads = ["".join(p + SEPARATOR for p in prefix).encode() for prefix, _ in hashes]
-    out = [np.empty(rows, dtype=np.int64) for _ in hashes]
     shared: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    constant: dict[int, int] = {}
     for i, ((prefix, names), head) in enumerate(zip(hashes, heads, strict=True)):
         if names:
             shared.setdefault((tuple(names), len(head)), []).append(i)
         else:
-            out[i][:] = hash_parts(list(prefix))
-    blocks: list[tuple[Mapping[str, np.ndarray], int, int, int]] = []
-    at = 0
-    for piece in pieces if shared else []:
-        size = len(next(iter(piece.values())))
-        blocks += [
-            (piece, lo, min(lo + _BLOCK_ROWS, size), at) for lo in range(0, size, _BLOCK_ROWS)
-        ]
-        at += size
-    if shared and at != rows:
-        raise ValueError(f"hash_versions: the columns hold {at} rows, not {rows}")
-    work = partial(_hash_block, heads, shared, out)
-    list((_pool().map if len(blocks) > 1 else map)(work, blocks))
-    return out
+            constant[i] = hash_parts(list(prefix))
+    done: list[list[np.ndarray]] = [[] for _ in hashes]
+    work: list[Future[None]] = []
+    try:
+        for piece, size in pieces:
+            for lo in range(0, size, _BLOCK_ROWS):
+                hi = min(lo + _BLOCK_ROWS, size)
+                out = [
+                    np.full(hi - lo, constant[i], dtype=np.int64)
+                    if i in constant
+                    else np.empty(hi - lo, dtype=np.int64)
+                    for i in range(len(hashes))
+                ]
+                for i, block in enumerate(out):
+                    done[i].append(block)
+                if shared:
+                    work.append(_pool().submit(_hash_block, heads, shared, out, piece, lo, hi))
+    finally:
+        wait(work)
+    for future in work:
+        future.result()
+    return [np.concatenate(d) if d else np.empty(0, dtype=np.int64) for d in done]
 
 
 def _hash_block(
     heads: list[bytes],
     shared: dict[tuple[tuple[str, ...], int], list[int]],
     out: list[np.ndarray],
-    block: tuple[Mapping[str, np.ndarray], int, int, int],
+    columns: Mapping[str, np.ndarray],
+    lo: int,
+    hi: int,
 ) -> None:
-    columns, lo, hi, at_row = block
     digits: dict[str, np.ndarray] = {}
     for (names, width), members in shared.items():
         rows = np.empty((hi - lo, width + 17 * len(names) - 1), dtype=np.uint8)
@@ -285,8 +314,7 @@ def _hash_block(
         for i in members:
             rows[:, :width] = np.frombuffer(heads[i], dtype=np.uint8)
             strings = _strings(rows).to_frame("s")
-            hashed = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
-            out[i][at_row + lo : at_row + hi] = hashed
+            out[i][:] = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
 
 
 _BLOCK_ROWS: Final = 1 << 15

@@ -8,13 +8,16 @@ canonical strings, built from the 64-bit integer inputs) and marked new, stale o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 import polars as pl
 import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import hash_versions, int64_series, polars_hash
+from metaxy_core.hashing import hash_stream, int64_series, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -47,30 +50,44 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
     ]
 
 
-def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
+class _NotInt64(Exception):
+    """A fetched batch has an input that is not a 64-bit integer without nulls."""
+
+
+def hash_arrow(plan: ResolvePlan, rows: pa.Table | pa.RecordBatchReader) -> pl.LazyFrame:
     """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
 
-    The inputs are 64-bit integers: without nulls (the usual case), every field is hashed in
-    one pass from their 64-bit buffers (:func:`metaxy_core.hashing.hash_versions`), each
-    input rendered once whatever number of fields read it; the canonical strings exist only
-    inside that pass.
+    The inputs are 64-bit integers: without nulls (the usual case), every field is hashed from
+    their 64-bit buffers (:func:`metaxy_core.hashing.hash_stream`), each input rendered once
+    whatever number of fields read it; the canonical strings exist only inside that pass. From
+    a reader, each record batch is hashed while the engine produces the next. Otherwise (nulls,
+    other types) the fields are hashed by :func:`provenance`.
     """
-    frame = pl.from_arrow(rows, rechunk=False)
+    names = list(dict.fromkeys(i for f in plan.fields for i in f.inputs))
+    batches: list[pa.RecordBatch] = []
+    source = iter(rows.to_batches() if isinstance(rows, pa.Table) else rows)
+
+    def pieces() -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        for batch in source:
+            batches.append(batch)
+            columns = [batch.column(n) for n in names]
+            if any(col.type != pa.int64() or col.null_count for col in columns):
+                raise _NotInt64
+            # The values buffer as it is (pyarrow's ``to_numpy`` may import pandas, 0.3 s).
+            yield {
+                n: np.frombuffer(col.buffers()[1], np.int64, len(col), col.offset * 8)
+                for n, col in zip(names, columns, strict=True)
+            }, batch.num_rows
+
+    try:
+        hashed = hash_stream([((f.recipe,), f.inputs) for f in plan.fields], pieces())
+    except _NotInt64:
+        hashed = None
+        batches.extend(source)
+    frame = pl.from_arrow(pa.Table.from_batches(batches, rows.schema), rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    inputs = [frame.get_column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)]
-    if not frame.height or any(col.dtype != pl.Int64 or col.has_nulls() for col in inputs):
+    if hashed is None or not frame.height:
         return frame.lazy().with_columns(provenance(plan))
-    # Through Polars, not pyarrow: pyarrow's ``to_numpy`` imports pandas (0.3 s, once). Chunk
-    # by chunk (the record batches DuckDB exported), read in place: no copy into fresh memory.
-    chunked = [col.get_chunks() for col in inputs]
-    if len({tuple(map(len, chunks)) for chunks in chunked}) == 1:
-        values = [
-            {col.name: chunk.to_numpy() for col, chunk in zip(inputs, piece, strict=True)}
-            for piece in zip(*chunked, strict=True)
-        ]
-    else:
-        values = [{col.name: col.to_numpy() for col in inputs}]
-    hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, frame.height)
     return frame.with_columns(
         int64_series(c.provenance_column(f.field), h)
         for f, h in zip(plan.fields, hashed, strict=True)

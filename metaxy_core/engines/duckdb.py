@@ -33,6 +33,8 @@ __all__ = ["DuckDBEngine", "quote", "sql_literal"]
 
 _view_ids = itertools.count()
 _NULLS = {INT64: "BIGINT", TEXT: "VARCHAR"}
+# Rows per record batch DuckDB exports; each batch is hashed while DuckDB exports the next.
+_BATCH_ROWS = 1 << 17
 
 
 class DuckDBEngine(SqlEngine):
@@ -47,8 +49,12 @@ class DuckDBEngine(SqlEngine):
         self._hash_registered = False
 
     def _fetch(self, query: str, plan: ResolvePlan) -> pl.LazyFrame:
-        """The rows of ``query``, hashed in Polars (see :func:`classify.hash_arrow`)."""
-        return classify.hash_arrow(plan, self._con.sql(query).to_arrow_table())
+        """The rows of ``query``, hashed in Polars batch by batch as DuckDB exports them (see
+        :func:`classify.hash_arrow`)."""
+        rel = self._con.sql(query)
+        # ``to_arrow_reader`` in newer DuckDB; ``fetch_arrow_reader`` (deprecated there) in older.
+        reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+        return classify.hash_arrow(plan, reader(_BATCH_ROWS))
 
     def _rows(self, query: str) -> list[tuple[Any, ...]]:
         return self._con.sql(query).fetchall()
