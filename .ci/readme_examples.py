@@ -4,7 +4,7 @@
 the file in order, in one namespace, in an empty temporary directory, and checks that a block
 followed by an ```output block prints exactly that. Standard library only: it runs in a venv
 that holds nothing but ``pip install .``. tests/test_docs.py does the same inside the suite;
-this copy exists because that one needs pytest and the repository on ``sys.path``.
+it parses the blocks with :func:`blocks` of this file.
 """
 
 from __future__ import annotations
@@ -15,14 +15,23 @@ import os
 import re
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([^`]*?)\s*$")
+_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
 
 
-def blocks(text: str) -> list[tuple[list[str], str, int]]:
-    """``(info words, code, first code line)`` of each fenced block."""
-    found = []
+@dataclass(frozen=True)
+class Block:
+    lang: str
+    tags: tuple[str, ...]
+    code: str
+    line: int  # 1-based line of the first line of code
+
+
+def blocks(text: str) -> list[Block]:
+    """Fenced code blocks at the start of a line (CommonMark fences, no indentation)."""
+    found: list[Block] = []
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -30,13 +39,25 @@ def blocks(text: str) -> list[tuple[list[str], str, int]]:
         if not opening:
             i += 1
             continue
-        fence = opening[1]
+        fence = opening["fence"]
+        info = opening["info"].split()
+        body: list[str] = []
         j = i + 1
         while j < len(lines) and not (
-            lines[j].startswith(fence) and not lines[j].strip(fence[0]).strip()
+            lines[j].startswith(fence[0] * len(fence)) and not lines[j].strip(fence[0]).strip()
         ):
+            body.append(lines[j])
             j += 1
-        found.append((opening[2].split(), "".join(f"{line}\n" for line in lines[i + 1 : j]), i + 2))
+        if j == len(lines):
+            raise ValueError(f"code block opened at line {i + 1} is never closed")
+        found.append(
+            Block(
+                lang=info[0] if info else "",
+                tags=tuple(info[1:]),
+                code="\n".join(body) + "\n",
+                line=i + 2,
+            )
+        )
         i = j + 1
     return found
 
@@ -47,18 +68,19 @@ def main(path: Path) -> int:
     ran = 0
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)
-        for index, (info, code, line) in enumerate(found):
-            if info[:1] != ["python"] or "no-run" in info:
+        for index, block in enumerate(found):
+            if block.lang != "python" or "no-run" in block.tags:
                 continue
+            line = block.line
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
-                exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
+                exec(compile("\n" * (line - 1) + block.code, str(path), "exec"), namespace)
             ran += 1
             following = found[index + 1] if index + 1 < len(found) else None
-            if following and following[0][:1] == ["output"] and printed.getvalue() != following[1]:
+            if following and following.lang == "output" and printed.getvalue() != following.code:
                 print(
                     f"{path}:{line}: the block printed\n{printed.getvalue()}"
-                    f"instead of the output block at line {following[2]}:\n{following[1]}",
+                    f"instead of the output block at line {following.line}:\n{following.code}",
                     file=sys.stderr,
                 )
                 return 1

@@ -9,10 +9,9 @@ file, each file its own test.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -20,48 +19,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [*sorted(ROOT.glob("docs/*.md")), ROOT / "README.md"]
-_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*?)\s*$")
 
 
-@dataclass(frozen=True)
-class Block:
-    lang: str
-    tags: tuple[str, ...]
-    code: str
-    line: int  # 1-based line of the first line of code
+def _load_parser() -> ModuleType:
+    """.ci/readme_examples.py, which CI runs against a plain install: one block parser."""
+    spec = importlib.util.spec_from_file_location(
+        "readme_examples", ROOT / ".ci" / "readme_examples.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-def blocks(text: str) -> list[Block]:
-    """Fenced code blocks at the start of a line (CommonMark fences, no indentation)."""
-    found: list[Block] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        opening = _FENCE.match(lines[i])
-        if not opening:
-            i += 1
-            continue
-        fence = opening["fence"]
-        info = opening["info"].split()
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and not (
-            lines[j].startswith(fence[0] * len(fence)) and not lines[j].strip(fence[0]).strip()
-        ):
-            body.append(lines[j])
-            j += 1
-        if j == len(lines):
-            raise ValueError(f"code block opened at line {i + 1} is never closed")
-        found.append(
-            Block(
-                lang=info[0] if info else "",
-                tags=tuple(info[1:]),
-                code="\n".join(body) + "\n",
-                line=i + 2,
-            )
-        )
-        i = j + 1
-    return found
+_PARSER = _load_parser()
+Block = _PARSER.Block
+blocks = _PARSER.blocks
 
 
 def test_block_parser() -> None:
