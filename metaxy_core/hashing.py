@@ -157,20 +157,19 @@ def _hex_digits(values: np.ndarray) -> np.ndarray:
 
 
 def _strings(rows: np.ndarray) -> pl.Series:
-    """Equal-width rows (wider than 12) of ASCII bytes as a Polars string series.
+    """Equal-width rows of ASCII bytes as a Polars string series.
 
-    Built as Arrow string views over the rows' buffer, the layout Polars keeps strings in, so
-    Polars takes them without a copy (from plain Arrow strings it would build the views).
+    Handed over as plain Arrow strings over the rows' buffer (offsets every ``width`` bytes):
+    Polars imports those faster than string views built in numpy (measured: about 4 against
+    39 ms per million 50-byte rows).
     """
     n, width = rows.shape
+    large = width * n >= 1 << 31
+    offsets = np.arange(0, width * (n + 1), width, dtype="<i8" if large else "<i4")
     data = np.ascontiguousarray(rows)
-    views = np.empty((n, 4), dtype="<u4")  # length, first 4 bytes, buffer index, offset
-    views[:, 0] = width
-    views[:, 1] = data[:, :4].copy().view("<u4").ravel() if n else 0
-    views[:, 2] = 0
-    views[:, 3] = np.arange(0, width * n, width, dtype="<u4")
-    buffers = [None, pa.py_buffer(views), pa.py_buffer(data)]
-    series = pl.from_arrow(pa.Array.from_buffers(pa.string_view(), n, buffers))
+    kind = pa.large_string() if large else pa.string()
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    series = pl.from_arrow(pa.Array.from_buffers(kind, n, buffers))
     assert isinstance(series, pl.Series)
     return series
 
