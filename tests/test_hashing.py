@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
 import xxhash
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,7 @@ from metaxy_core import (
     hash_string,
     to_hex,
 )
+from metaxy_core.engines import classify
 from metaxy_core.hashing import (
     HASH_ALGORITHM,
     NULL_SENTINEL,
@@ -41,6 +43,7 @@ from metaxy_core.hashing import (
     sql_hash,
     sql_hex,
 )
+from metaxy_core.plan import FieldPlan, ResolvePlan
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -226,6 +229,35 @@ def test_polars_versions_over_many_blocks() -> None:
     for i in (0, 1, 2**17 - 1, 2**17, 2**17 + 1, 2**18, n - 1):
         a, b = frame.row(i)
         assert got[i] == xxh(version_text((a, b))), i
+
+
+def test_record_batches_are_hashed_as_they_arrive_with_nulls_in_a_later_batch() -> None:
+    # The DuckDB engine hands hash_arrow a reader; batch 1 has no nulls (the buffer path),
+    # batch 2 has a null input: every row still gets the reference hash.
+    plan = ResolvePlan(
+        feature="f",
+        id_columns=("id",),
+        key=("id",),
+        upstreams=(),
+        fields=(FieldPlan("out", RECIPE, ("a", "b")), FieldPlan("a_only", RECIPE, ("a",))),
+        passthrough=(),
+        change_inputs=(),
+    )
+    rows = [(i, -i * 7919, i * 2654435761) for i in range(40_000)]
+    rows += [(40_000 + i, a, b) for i, (a, b) in enumerate(VERSION_ROWS)]
+    table = pa.table(
+        {n: pa.array([r[k] for r in rows], pa.int64()) for k, n in enumerate(("id", "a", "b"))}
+    )
+    for batches in ([table.slice(0, 40_000), table.slice(40_000)], [table.slice(0, 40_000)]):
+        combined = pa.Table.from_batches([b for t in batches for b in t.to_batches()])
+        reader = pa.RecordBatchReader.from_batches(table.schema, combined.to_batches())
+        got = classify.hash_arrow(plan, reader).collect()
+        expected = [(xxh(version_text((a, b))), xxh(version_text((a,)))) for _, a, b in rows]
+        assert got.height == combined.num_rows
+        assert (
+            list(zip(got["metaxy_provenance__out"], got["metaxy_provenance__a_only"], strict=True))
+            == (expected[: combined.num_rows])
+        )
 
 
 def test_polars_hex() -> None:
