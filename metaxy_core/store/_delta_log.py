@@ -4,24 +4,27 @@ A Delta table takes appends from many processes at once: each commit is one new 
 ``_delta_log`` folder, created only if absent, so two commits never share a version. Blind
 appends (the rows of a feature) are merged by ``deltalake`` itself. A *numbered* append
 (one row of the write log, with its write sequence) must also be the only one with its number:
-the writer reads the table's rows at its latest version ``v`` (only the files added since it
-last read), takes the largest number plus one, and commits at version ``v + 1`` and nowhere
-else (no retry inside ``deltalake``). If another commit took ``v + 1`` first, the writer reads
-the commits since, takes the next number and tries again after a jittered pause. So numbers are
-unique and dense, their order is the order of the commits, and a try costs a listing of the
-log, the few commits and files that are new, and two writes. (Each commit also carries the
-number as a Delta application transaction of the table, for other Delta readers; it is never
-read back here: ``deltalake`` replays the whole log to find one.)
+the writer reads the table's latest version ``v`` (the statistics the log keeps of each file
+give the largest number without reading a file), takes the largest number plus one, and
+commits at version ``v + 1`` and nowhere else (no retry inside ``deltalake``). If another
+commit took ``v + 1`` first, the writer reads the commits since, takes the next number and
+tries again after a jittered pause. So numbers are unique and dense, their order is the order
+of the commits, and a try costs a listing of the log, the few commits that are new, and two
+writes. (Each commit also carries the number as a Delta application transaction of the table,
+for other Delta readers; it is never read back here: ``deltalake`` replays the whole log to
+find one.)
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -51,25 +54,44 @@ def open_table(uri: str, options: dict[str, str]) -> DeltaTable | None:
 class Tables:
     """Delta tables by URI, each loaded once, then brought up to date by reading only the
     commits since (loading reads every commit since the last checkpoint: on object storage,
-    one request each)."""
+    one request each). Within an :meth:`operation`, a table is brought up to date once."""
 
     def __init__(self, options: dict[str, str]) -> None:
         self.options = options
         self._loaded: dict[str, DeltaTable] = {}
+        self._depth = 0
+        self._current: set[str] = set()
+        """The tables brought up to date in the operation under way."""
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """One operation: each table is read as it was when the operation first asked."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._current.clear()
 
     def known(self, uri: str) -> bool:
         """Whether the table at ``uri`` exists; asks the store only until it does."""
         return uri in self._loaded or self.get(uri) is not None
 
-    def get(self, uri: str) -> DeltaTable | None:
-        """The table at ``uri`` as it is now, or ``None`` if there is none yet."""
+    def get(self, uri: str, *, refresh: bool = False) -> DeltaTable | None:
+        """The table at ``uri`` as it is now (or when the operation under way first read
+        it, unless ``refresh``), or ``None`` if there is none yet."""
         table = self._loaded.get(uri)
         if table is not None:
-            table.update_incremental()
-            return table
-        table = open_table(uri, self.options)
-        if table is not None:
+            if refresh or uri not in self._current:
+                table.update_incremental()
+        else:
+            table = open_table(uri, self.options)
+            if table is None:
+                return None
             self._loaded[uri] = table
+        if self._depth:
+            self._current.add(uri)
         return table
 
 
@@ -132,9 +154,9 @@ def append_numbered(
     """Append ``rows(n)`` to the table at ``uri``, ``n`` one more than the largest ``column``
     it holds; returns ``n``. Retries (with a random pause) when another commit came first."""
     for attempt in range(attempts):
-        table = tables.get(uri)
+        table = tables.get(uri, refresh=True)
         assert table is not None, uri  # created by the caller
-        number = int(log.of(table).get_column(column).max() or 0) + 1  # type: ignore[arg-type]
+        number = _largest(table, column, log) + 1
         try:
             write_deltalake(
                 table,
@@ -156,11 +178,24 @@ def append_numbered(
     )
 
 
-def retry_commits(commit: Callable[[], None], uri: str, *, attempts: int) -> None:
-    """``commit()``, tried again (with a random pause) when another commit conflicted."""
+def _largest(table: DeltaTable, column: str, log: LogRows) -> int:
+    """The largest ``column`` in ``table``: from the statistics its log keeps of every file
+    (no file read), or from its rows if a file has none."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0
+    stat = f"max.{column}"
+    if stat in actions.column_names and actions.column(stat).null_count == 0:
+        return int(pc.max(actions.column(stat)).as_py())
+    return int(log.of(table).get_column(column).max() or 0)  # type: ignore[arg-type]
+
+
+def retry_commits(commit: Callable[[bool], None], uri: str, *, attempts: int) -> None:
+    """``commit(again)``, tried again (with a random pause, ``again`` true) when another
+    commit conflicted."""
     for attempt in range(attempts):
         try:
-            commit()
+            commit(attempt > 0)
         except CommitFailedError:
             time.sleep(_pause(attempt))
             continue

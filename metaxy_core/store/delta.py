@@ -151,7 +151,8 @@ class DeltaMetadataStore(MetadataStore):
 
     @contextmanager
     def _session(self) -> Iterator[_Session]:
-        yield _Session(self._read_writes())
+        with self._tables.operation():
+            yield _Session(self._read_writes())
 
     def _read_writes(self) -> pl.DataFrame:
         table = self._tables.get(self._uri("_metaxy", "writes"))
@@ -310,9 +311,9 @@ class DeltaMetadataStore(MetadataStore):
         # column) is tried again; appends of rows alone commute, and deltalake retries those.
         kept = list(batches())
 
-        def commit() -> None:
+        def commit(again: bool) -> None:
             write_deltalake(
-                self._tables.get(uri) or uri,
+                self._tables.get(uri, refresh=again) or uri,
                 pa.Table.from_batches(kept, arrow_schema),
                 mode="append",
                 schema_mode=None if blind else "merge",
@@ -362,7 +363,7 @@ class DeltaMetadataStore(MetadataStore):
         uris += [self._feature_uri(f) for f in self.graph.topological_order()]
         removed: dict[str, int] = {}
         for uri in uris:
-            table = self._tables.get(uri)
+            table = self._tables.get(uri, refresh=True)
             if table is None:
                 continue
             table.optimize.compact()
