@@ -1,9 +1,14 @@
 """The stores side by side: one write of N root rows and the resolve of a downstream feature
 (all N new, then N/10 stale), on the DuckDB file store, the Delta store in a local folder,
 embedded ClickHouse (chdb) and the Delta store on a local S3 server (moto's); then W writer
-processes appending to one Delta table on that server (all land? commits per second).
+processes appending to one Delta table on that server, checked: every write landed, write
+sequences unique, no lock file (commits per second).
 
     python -m bench.stores [--rows 1000000] [--rounds 3] [--writers 16] [--writes 20]
+                           [--s3-endpoint http://127.0.0.1:8333]
+
+``--s3-endpoint`` uses an S3 server already running (e.g. ``weed server -s3`` of SeaweedFS)
+instead of starting moto's; its bucket ``metaxy-bench`` is created if absent.
 
 Prints a table and writes bench/results/stores.json. Each figure is the best of ``--rounds``
 (fresh store each round); the machine's load is printed beside them.
@@ -23,7 +28,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import polars as pl
+from moto.server import ThreadedMotoServer
 
 from metaxy_core import FeatureGraph, FeatureSpec, MetadataStore, open_store
 
@@ -88,7 +95,7 @@ def _measure(uri: Callable[[], str], n: int, rounds: int) -> dict[str, float]:
     return {k: min(v) for k, v in out.items()}
 
 
-def _writers(uri: str, writers: int, writes: int) -> dict[str, float]:
+def _writers(uri: str, bucket: str, writers: int, writes: int) -> dict[str, float]:
     start = time.perf_counter()
     procs = [
         subprocess.Popen([sys.executable, "-c", _WRITER, uri, str(w), str(writes)])
@@ -100,6 +107,18 @@ def _writers(uri: str, writers: int, writes: int) -> dict[str, float]:
     history = store.read("clips", history=True)
     landed = history.height
     unique = history["metaxy_write_seq"].n_unique()
+    prefix = uri.removeprefix(f"delta+s3://{bucket}/")
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    locks = [o["Key"] for p in pages for o in p.get("Contents", []) if "lock" in o["Key"].lower()]
+    problems = [
+        f"{landed} of {writers * writes} writes landed" if landed != writers * writes else "",
+        f"{landed - unique} repeated write sequences" if unique != landed else "",
+        f"lock files: {locks}" if locks else "",
+        f"{sum(c != 0 for c in codes)} writers failed" if any(codes) else "",
+    ]
+    if any(problems):
+        raise SystemExit("concurrent appends: " + "; ".join(p for p in problems if p))
     return {
         "writers": writers,
         "writes": writers * writes,
@@ -111,15 +130,14 @@ def _writers(uri: str, writers: int, writes: int) -> dict[str, float]:
     }
 
 
-def _s3() -> tuple[object, str]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+def _s3(endpoint: str | None) -> tuple[ThreadedMotoServer | None, str]:
+    server = None
+    if endpoint is None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="bench",
@@ -127,7 +145,9 @@ def _s3() -> tuple[object, str]:
         AWS_REGION="us-east-1",
         AWS_ALLOW_HTTP="true",
     )
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="metaxy-bench")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    if "metaxy-bench" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket="metaxy-bench")
     return server, "metaxy-bench"
 
 
@@ -138,9 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--no-s3-rows", action="store_true", help="skip write/resolve on S3")
+    parser.add_argument("--s3-endpoint", help="an S3 server already running (default: moto's)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="metaxy-bench-stores-"))
-    server, bucket = _s3()
+    server, bucket = _s3(args.s3_endpoint)
     load = os.getloadavg()
     stores: dict[str, Callable[[], str]] = {
         "duckdb": lambda: f"duckdb://{work}/{uuid.uuid4().hex}.duckdb",
@@ -149,7 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     if not args.no_s3_rows:
         stores["delta-s3"] = lambda: f"delta+s3://{bucket}/{uuid.uuid4().hex}"
-    results: dict[str, object] = {"rows": args.rows, "load_before": load, "stores": {}}
+    results: dict[str, object] = {
+        "rows": args.rows,
+        "s3": args.s3_endpoint or "moto",
+        "load_before": load,
+        "stores": {},
+    }
     print(f"n = {args.rows:,}, best of {args.rounds}; load {load[0]:.2f} {load[1]:.2f}")
     print(f"{'store':<12}{'write s':>10}{'resolve new s':>15}{'resolve stale s':>17}")
     for name, uri in stores.items():
@@ -160,19 +186,21 @@ def main(argv: list[str] | None = None) -> None:
             f"{figures['resolve_stale']:>17.2f}"
         )
     if args.writers:
-        figures = _writers(f"delta+s3://{bucket}/{uuid.uuid4().hex}", args.writers, args.writes)
+        target = f"delta+s3://{bucket}/{uuid.uuid4().hex}"
+        figures = _writers(target, bucket, args.writers, args.writes)
         results["writers"] = figures
         print(
             f"{figures['writers']} writers x {args.writes} writes on one Delta table on the "
             f"local S3 server: {figures['landed']}/{figures['writes']} landed, "
-            f"{figures['unique_write_seqs']} unique write sequences, "
+            f"{figures['unique_write_seqs']} unique write sequences, no lock file, "
             f"{figures['seconds']:.1f} s, {figures['commits_per_second']:.2f} commits/s"
         )
     results["load_after"] = os.getloadavg()
     print(f"load after: {results['load_after'][0]:.2f}")  # type: ignore[index]
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    server.stop()  # type: ignore[attr-defined]
+    if server is not None:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,18 @@ from typer.testing import CliRunner, Result
 from example_project.assets import build_assets, build_resources
 from example_project.edit import edit_audio, remove_clips
 from example_project.media import generate_clips
-from metaxy_core import DuckDBMetadataStore, FeatureGraph, FieldDep, FieldSpec, columns
+from metaxy_core import (
+    DuckDBMetadataStore,
+    FeatureGraph,
+    FieldDep,
+    FieldSpec,
+    IncrementCounts,
+    columns,
+    open_store,
+)
 from metaxy_core._cli.app import app
 from metaxy_core.store.snapshots import ACCEPT, audits
+from metaxy_core.testing import root_samples
 from metaxy_dagster import asset_key, feature_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +90,8 @@ COMMANDS = [
     "accept",
     "delete",
     "retry",
+    "vacuum",
+    "copy",
 ]
 
 
@@ -694,3 +705,63 @@ def test_doc_graph_image_is_the_example_graph(project: Path) -> None:
 def test_doc_configuration_is_this_repository_s() -> None:
     [toml] = doc_blocks("toml")
     assert toml in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+# -- store upkeep: vacuum and copy ---------------------------------------------------------------
+
+
+def _raw_clips(version: str) -> pl.DataFrame:
+    return root_samples("clip_id", CLIPS[:2], audio=[version] * 2, frames=["f"] * 2)
+
+
+def test_vacuum_compacts_a_delta_store_and_other_stores_need_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    graph = importlib.import_module("example_project.definitions").graph
+    delta = open_store(f"delta+file://{tmp_path}/delta", graph)
+    for version in ("1", "2"):
+        delta.write("video/raw", _raw_clips(version))
+    config = f'features = "{EXAMPLE_FEATURES}"\nstore = "delta+file://{tmp_path}/delta"\n'
+    (tmp_path / "metaxy.toml").write_text(config, encoding="utf-8")
+    result = run("vacuum", "--retention-hours", "0")
+    assert result.stdout.splitlines() == [
+        "_metaxy/writes: 2 files deleted",
+        "_metaxy/records: 0 files deleted",
+        "features/video__raw: 2 files deleted",
+        f"vacuumed 3 tables of DeltaMetadataStore({str(tmp_path / 'delta')!r}) (files unused "
+        "for 0 h)",
+    ]
+    assert delta.read("video/raw").height == 2  # every row is still there
+    assert delta.read("video/raw", history=True).height == 4
+    refused = run("vacuum", "--retention-hours", "-1", code=2).stderr
+    assert "Invalid value for '--retention-hours'" in refused
+    (tmp_path / "metaxy.toml").write_text(
+        f'features = "{EXAMPLE_FEATURES}"\nstore = "metaxy.duckdb"\n', encoding="utf-8"
+    )
+    assert run("vacuum").stdout == (
+        f"DuckDBMetadataStore({str(tmp_path / 'metaxy.duckdb')!r}, engine='duckdb') needs no "
+        "vacuum: only a Delta store keeps small and unused files (DuckDB and ClickHouse compact "
+        "their own storage).\n"
+    )
+
+
+def test_copy_moves_the_project_to_another_store(project: Path) -> None:
+    graph = importlib.import_module("example_project.definitions").graph
+    DuckDBMetadataStore(graph, project / "metaxy.duckdb").write("video/raw", _raw_clips("1"))
+    result = run("copy", "metaxy.duckdb", f"delta+file://{project}/delta")
+    assert result.stdout.splitlines() == [
+        "video/raw: 2 rows",
+        f"copied 1 features from DuckDBMetadataStore({str(project / 'metaxy.duckdb')!r}, "
+        f"engine='duckdb') to DeltaMetadataStore({str(project / 'delta')!r})",
+    ]
+    moved = open_store(f"delta+file://{project}/delta", graph)
+    assert moved.count_update("video/raw", samples=_raw_clips("1")) == IncrementCounts(0, 0, 0)
+
+
+def test_copy_refuses_credentials_in_a_uri_without_echoing_them(project: Path) -> None:
+    for uri in ("clickhouse://admin:s3cret@ch.internal/meta", "delta+s3://AKIA:s3cret@b/p"):
+        result = run("copy", "metaxy.duckdb", uri, code=1)
+        assert result.stderr.startswith("error: ")
+        assert "credentials" in result.stderr
+        assert "s3cret" not in result.stdout + result.stderr

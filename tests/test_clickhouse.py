@@ -89,6 +89,32 @@ def test_concurrent_writers_get_unique_sequences(tmp_path: Path) -> None:
     assert store.last_write_seq() == max(results)
 
 
+def test_concurrent_writers_get_unique_record_numbers(tmp_path: Path) -> None:
+    """Snapshots and failure records are numbered by claims too: none repeats."""
+    graph = reference_graph()
+
+    def writer(n: int) -> None:
+        store = ClickHouseMetadataStore(graph, tmp_path)
+        for i in range(4):
+            failed = _raw([f"bad{n}-{i}"]).with_columns(error=pl.lit("no file"))
+            store.write("video/raw", _raw([f"w{n}-{i}"]), failed=failed)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store = ClickHouseMetadataStore(graph, tmp_path)
+    records = store.client.query_arrow('SELECT seq, kind FROM "metaxy"."metaxy_records"')
+    seqs = records.column("seq").to_pylist()
+    kinds = records.column("kind").to_pylist()
+    assert len(seqs) == len(set(seqs))
+    assert kinds.count("failed:video/raw") == 12 and kinds.count("snapshot") >= 1
+    assert sorted(store.read_failures("video/raw")["video_id"]) == sorted(
+        f"bad{n}-{i}" for n in range(3) for i in range(4)
+    )
+
+
 def test_stores_on_two_directories_share_the_process(tmp_path: Path) -> None:
     graph = reference_graph()
     one = ClickHouseMetadataStore(graph, tmp_path / "one")

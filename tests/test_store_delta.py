@@ -35,7 +35,8 @@ from metaxy_core.testing import S3_BUCKET_VARIABLE, make_store, root_samples
 from metaxy_dagster import feature_graph
 
 # 16 writers x 3 appends here; `python -m bench.stores --writers 16 --writes 20` runs the
-# issue's 16 x 20 on the same server (minutes: moto serves every request from one process).
+# issue's 16 x 20 on the same server and checks the same (every write, unique sequences, no
+# lock file): a few minutes, as moto serves every request from one Python process.
 WRITERS, WRITES = 16, 3
 
 _WRITER = """

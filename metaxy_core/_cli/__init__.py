@@ -3,5 +3,6 @@
 - :mod:`.config`: the project configuration, the feature graph and the store it names;
 - :mod:`.app`: the Typer commands;
 - :mod:`.views`, :mod:`.graph_export`: definitions as tables, trees, Mermaid and images;
-- :mod:`.status`, :mod:`.diff`, :mod:`.samples`: what the store holds, what changed, sample ids.
+- :mod:`.status`, :mod:`.diff`, :mod:`.samples`: what the store holds, what changed, sample ids;
+- :mod:`.maintenance`: store upkeep (``vacuum``, ``copy``).
 """

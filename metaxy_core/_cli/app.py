@@ -407,3 +407,6 @@ def retry_command(ctx: typer.Context, feature: FeatureArg) -> None:
 def main() -> None:
     """The console script."""
     app()
+
+
+from . import maintenance  # noqa: E402, F401  (registers `vacuum` and `copy` on the app)

@@ -2,7 +2,8 @@
 
 Layout, in one database: per feature an append-only MergeTree ``"<key>:history"`` of every
 row ever written (soft deletes are rows with ``metaxy_deleted``); ``metaxy_writes`` logs every
-committed write; ``metaxy_claims`` the write sequences writers claimed;
+committed write; ``metaxy_claims`` the write sequences writers claimed (and
+``metaxy_record_claims`` the numbers of records);
 ``metaxy_feature_versions``, ``metaxy_id_columns``, ``metaxy_store_info`` and
 ``metaxy_records`` as in the DuckDB store; ``metaxy_schemas`` the Arrow type of every column
 as written, so reads give back the types a frame had (ClickHouse has one timestamp type with a
@@ -16,7 +17,8 @@ appends a claim for the next free sequence, then reads the claims of that sequen
 only if its claim is the only one, otherwise it claims again. Any two writers that claim the
 same number both see each other's claim unless one read before the other appended, so at most
 one of them owns it (on a server this needs reads that see earlier inserts: one replica, or
-``insert_quorum`` with ``select_sequential_consistency``).
+``insert_quorum`` with ``select_sequential_consistency``). Records (snapshots, audit rows,
+failures) are numbered by the same claims, in their own table.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ _TABLES = {
         "written_at DateTime64(6, 'UTC')"
     ),
     "metaxy_claims": "write_seq Int64, token String",
+    "metaxy_record_claims": "seq Int64, token String",
     "metaxy_feature_versions": (
         "feature String, feature_version String, field String, recipe String"
     ),
@@ -313,7 +316,9 @@ class ClickHouseMetadataStore(MetadataStore):
             )
 
     def _record(self, session: ClickHouseClient, kind: str, key: str, body: str) -> None:
-        seq = self._scalar(f"SELECT max(seq) + 1 FROM {self._name('metaxy_records')}")
+        # Stores from before record claims hold records numbered without one: claims start
+        # above those.
+        seq = self._claim("metaxy_record_claims", "seq", after="metaxy_records")
         values = ", ".join([str(seq), *map(sql_literal, (kind, key, body)), "now64(6)"])
         self._run(f"INSERT INTO {self._name('metaxy_records')} VALUES ({values})")
 
@@ -331,20 +336,24 @@ class ClickHouseMetadataStore(MetadataStore):
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _claim(self) -> int:
-        """A write sequence no other writer owns (see the module docstring)."""
-        claims = self._name("metaxy_claims")
+    def _claim(self, table: str, column: str, *, after: str | None = None) -> int:
+        """A number of ``column`` in the claims ``table`` that no other writer owns (see the
+        module docstring), above every ``column`` of the table ``after`` if given."""
+        claims = self._name(table)
+        start = f"(SELECT max({column}) FROM {claims})"
+        if after is not None:
+            start = f"greatest({start}, (SELECT max({column}) FROM {self._name(after)}))"
         for attempt in range(1000):
             token = uuid.uuid4().hex
-            seq = int(self._scalar(f"SELECT max(write_seq) + 1 FROM {claims}"))
+            seq = int(self._scalar(f"SELECT {start} + 1"))
             self._run(f"INSERT INTO {claims} VALUES ({seq}, {sql_literal(token)})")
-            owners = self._rows(f"SELECT token FROM {claims} WHERE write_seq = {seq}")
+            owners = self._rows(f"SELECT token FROM {claims} WHERE {column} = {seq}")
             if owners == [(token,)]:
                 return seq
             time.sleep(0.001 * (attempt % 50) * (1 + uuid.uuid4().int % 3))
         raise StoreError(
-            f"ClickHouse store {self.client.description}: no write sequence could be claimed "
-            "after 1000 tries; too many writers at once. Retry the write."
+            f"ClickHouse store {self.client.description}: no number of {table} could be "
+            "claimed after 1000 tries; too many writers at once. Retry the write."
         )
 
     def _append(
@@ -354,7 +363,7 @@ class ClickHouseMetadataStore(MetadataStore):
         chunks: Iterable[pl.DataFrame],
         recipes: Mapping[str, str],
     ) -> int:
-        seq = self._claim()
+        seq = self._claim("metaxy_claims", "write_seq")
         rows, deleted, run_id = 0, False, None
         schema = self._schema(feature)
         try:

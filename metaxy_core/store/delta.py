@@ -39,6 +39,7 @@ from metaxy_core.errors import ColumnTypeError, StoreFormatError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store._delta_log import (
+    LogRows,
     Tables,
     append_numbered,
     ensure_table,
@@ -129,9 +130,8 @@ class DeltaMetadataStore(MetadataStore):
         self.commit_attempts = commit_attempts
         self._options = dict(storage_options or {})
         self._tables = Tables(self._options)
-        self._log: tuple[frozenset[str], pl.DataFrame] | None = None
-        """The write log read so far: its files and their rows (files are only added, until
-        a vacuum compacts them)."""
+        self._writes = LogRows(self._options, _WRITES_SCHEMA)
+        self._records_read = LogRows(self._options, _RECORDS_SCHEMA)
 
     def __repr__(self) -> str:
         return f"DeltaMetadataStore({self.uri!r})"  # never the storage options: credentials
@@ -151,27 +151,15 @@ class DeltaMetadataStore(MetadataStore):
 
     @contextmanager
     def _session(self) -> Iterator[_Session]:
-        yield _Session(self._read_writes())
+        with self._tables.operation():
+            yield _Session(self._read_writes())
 
     def _read_writes(self) -> pl.DataFrame:
         table = self._tables.get(self._uri("_metaxy", "writes"))
         if table is None:
-            frame = pl.from_arrow(_WRITES_SCHEMA.empty_table())
-            assert isinstance(frame, pl.DataFrame)
-            return frame
+            return self._writes.empty()
         self._check_format(table)
-        files = frozenset(table.file_uris())
-        if self._log is not None and self._log[0] <= files:
-            known, frame = self._log
-            if files != known:
-                new = pl.read_parquet(sorted(files - known), storage_options=self._options or None)
-                frame = pl.concat([frame, new.select(frame.columns)])
-        else:
-            read = pl.from_arrow(table.to_pyarrow_table())
-            assert isinstance(read, pl.DataFrame)
-            frame = read
-        self._log = (files, frame)
-        return frame
+        return self._writes.of(table)
 
     def _check_format(self, table: DeltaTable) -> None:
         found = table.metadata().description
@@ -241,10 +229,9 @@ class DeltaMetadataStore(MetadataStore):
         return rows.select(keep)
 
     def last_write_seq(self, feature: str | None = None) -> int:
-        if feature is None:
-            table = self._tables.get(self._uri("_metaxy", "writes"))
-            return 0 if table is None else table.transaction_version("metaxy/write_seq") or 0
-        writes = self._writes_of(_Session(self._read_writes()), feature)
+        writes = self._read_writes()
+        if feature is not None:
+            writes = writes.filter(pl.col("feature") == feature)
         return int(writes.get_column("write_seq").max() or 0)  # type: ignore[arg-type]
 
     # -- writes ---------------------------------------------------------------------------------
@@ -259,7 +246,7 @@ class DeltaMetadataStore(MetadataStore):
         write_id = secrets.randbits(63)
         rows, deleted, run_id = self._commit_rows(feature, chunks, write_id)
         writes_uri = self._uri("_metaxy", "writes")
-        ensure_table(writes_uri, self._options, _WRITES_SCHEMA, _INFO)
+        ensure_table(self._tables, writes_uri, _WRITES_SCHEMA, _INFO)
         entry = {
             "write_id": write_id,
             "feature": feature,
@@ -274,7 +261,8 @@ class DeltaMetadataStore(MetadataStore):
         return append_numbered(
             writes_uri,
             self._tables,
-            "metaxy/write_seq",
+            self._writes,
+            "write_seq",
             lambda seq: pa.Table.from_pylist([{"write_seq": seq, **entry}], _WRITES_SCHEMA),
             attempts=self.commit_attempts,
         )
@@ -290,7 +278,7 @@ class DeltaMetadataStore(MetadataStore):
             return 0, False, None
         uri = self._feature_uri(feature)
         tagged_first = _tag(_conform(first, _check_types(feature, first, {})), write_id)
-        ensure_table(uri, self._options, tagged_first.to_arrow().schema, f"metaxy {feature}")
+        ensure_table(self._tables, uri, tagged_first.to_arrow().schema, f"metaxy {feature}")
         table = self._tables.get(uri)
         assert table is not None, uri
         stored = _stored_schema(table)
@@ -323,9 +311,9 @@ class DeltaMetadataStore(MetadataStore):
         # column) is tried again; appends of rows alone commute, and deltalake retries those.
         kept = list(batches())
 
-        def commit() -> None:
+        def commit(again: bool) -> None:
             write_deltalake(
-                self._tables.get(uri) or uri,
+                self._tables.get(uri, refresh=again) or uri,
                 pa.Table.from_batches(kept, arrow_schema),
                 mode="append",
                 schema_mode=None if blind else "merge",
@@ -341,12 +329,13 @@ class DeltaMetadataStore(MetadataStore):
 
     def _record(self, session: _Session, kind: str, key: str, body: str) -> None:
         uri = self._uri("_metaxy", "records")
-        ensure_table(uri, self._options, _RECORDS_SCHEMA, _INFO)
+        ensure_table(self._tables, uri, _RECORDS_SCHEMA, _INFO)
         now = datetime.now(timezone.utc)
         append_numbered(
             uri,
             self._tables,
-            "metaxy/record_seq",
+            self._records_read,
+            "seq",
             lambda seq: pa.Table.from_pylist(
                 [{"seq": seq, "kind": kind, "key": key, "body": body, "recorded_at": now}],
                 _RECORDS_SCHEMA,
@@ -358,9 +347,7 @@ class DeltaMetadataStore(MetadataStore):
         table = self._tables.get(self._uri("_metaxy", "records"))
         if table is None:
             return []
-        frame = pl.from_arrow(table.to_pyarrow_table())
-        assert isinstance(frame, pl.DataFrame)
-        rows = frame.filter(pl.col("kind") == kind).sort("seq")
+        rows = self._records_read.of(table).filter(pl.col("kind") == kind).sort("seq")
         return [Record(*row) for row in rows.select(*_RECORDS_SCHEMA.names).iter_rows()]
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -376,7 +363,7 @@ class DeltaMetadataStore(MetadataStore):
         uris += [self._feature_uri(f) for f in self.graph.topological_order()]
         removed: dict[str, int] = {}
         for uri in uris:
-            table = self._tables.get(uri)
+            table = self._tables.get(uri, refresh=True)
             if table is None:
                 continue
             table.optimize.compact()
