@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
 import polars as pl
 import pyarrow as pa
 
