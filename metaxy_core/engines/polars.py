@@ -47,32 +47,26 @@ def apply_filter(frame: pl.LazyFrame, filter: SampleFilter, ids: Sequence[str]) 
 
 
 class PolarsEngine(DuckDBEngine):
-    """Resolves increments with the DuckDB dialect over the ``LazyFrame``\\ s a store scans.
-
-    Example:
-        >>> import polars as pl
-        >>> frames = {"video/raw": pl.LazyFrame({"video_id": ["a"]})}
-        >>> engine = PolarsEngine(lambda feature, columns: frames.get(feature))
-        >>> engine._rows(f"SELECT video_id FROM {engine._scanned('video/raw')}")
-        [('a',)]
-    """
+    """Resolves increments with the DuckDB dialect over the ``LazyFrame`` of each feature a
+    store scans."""
 
     name = "polars"
 
     def __init__(self, scan: Scan) -> None:
         """``scan(feature, None)`` gives a feature's current rows, or ``None``."""
-        # One connection per engine, i.e. per store operation: nothing outlives the operation.
+        # A connection of its own per engine, i.e. per store operation, dropped with it.
         super().__init__(duckdb.connect(), self._scanned)
         self._scan = scan
         self._scans: dict[str, str | None] = {}
 
     def _scanned(self, feature: str) -> str | None:
-        """The name of a feature's scanned rows in the connection (registered once a query)."""
+        """The name of a feature's rows in the connection, registered once per query."""
         if feature not in self._scans:
             frame = self._scan(feature, None)
-            if frame is not None:
-                self._views.append(self._register(frame))
-            self._scans[feature] = None if frame is None else self._views[-1]
+            name = None if frame is None else self._register(frame)
+            if name is not None:
+                self._views.append(name)
+            self._scans[feature] = name
         return self._scans[feature]
 
     def _drop_views(self) -> None:
