@@ -53,21 +53,24 @@ class PolarsEngine(DuckDBEngine):
     name = "polars"
 
     def __init__(self, scan: Scan) -> None:
-        """``scan(feature, None)`` gives a feature's current rows, or ``None``."""
+        """``scan(feature, columns)`` gives a feature's current rows, or ``None``."""
         # A connection of its own per engine, i.e. per store operation, dropped with it.
-        super().__init__(duckdb.connect(), self._scanned)
+        super().__init__(duckdb.connect(), lambda feature: self._read(feature, None))
         self._scan = scan
-        self._scans: dict[str, str | None] = {}
+        self._scans: dict[tuple[str, tuple[str, ...] | None], str | None] = {}
 
-    def _scanned(self, feature: str) -> str | None:
-        """The name of a feature's rows in the connection, registered once per query."""
-        if feature not in self._scans:
-            frame = self._scan(feature, None)
+    def _read(self, feature: str, columns: Sequence[str] | None) -> str | None:
+        """The name of a feature's scanned rows (only ``columns``, when given) in the
+        connection, registered once per query. DuckDB pushes what it reads down into a lazy
+        scan by itself; ``columns`` spares a store that reads eagerly (DuckDB files) the rest."""
+        key = (feature, None if columns is None else tuple(dict.fromkeys(columns)))
+        if key not in self._scans:
+            frame = self._scan(feature, key[1])
             name = None if frame is None else self._register(frame)
             if name is not None:
                 self._views.append(name)
-            self._scans[feature] = name
-        return self._scans[feature]
+            self._scans[key] = name
+        return self._scans[key]
 
     def _drop_views(self) -> None:
         # The next query scans again: the store may have been written in between.
