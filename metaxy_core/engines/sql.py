@@ -9,7 +9,7 @@ in: how a hash, its hex text, an id's canonical text and a typed null are writte
 ordered list is aggregated, a semi or anti join, how rows leave the engine (and where their
 provenance is hashed), and how a frame from Python or a Narwhals predicate gets in. A backend
 (``engines/duckdb.py``, ``engines/clickhouse.py``) is those hooks and nothing of the
-algorithm.
+algorithm; ``engines/polars.py`` runs the DuckDB hooks over the frames a store scans.
 """
 
 from __future__ import annotations
