@@ -64,7 +64,7 @@ class DuckDBEngine(SqlEngine):
         rel = self._con.sql(query)
         return {n: str(t) for n, t in zip(rel.columns, rel.types, strict=True)}
 
-    def _register(self, rows: pa.Table | duckdb.DuckDBPyRelation) -> str:
+    def _register(self, rows: pa.Table | pl.LazyFrame | duckdb.DuckDBPyRelation) -> str:
         name = f"__metaxy_view_{next(_view_ids)}"
         self._con.register(name, rows)
         return quote(name)

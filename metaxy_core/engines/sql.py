@@ -9,7 +9,7 @@ in: how a hash, its hex text, an id's canonical text and a typed null are writte
 ordered list is aggregated, a semi or anti join, how rows leave the engine (and where their
 provenance is hashed), and how a frame from Python or a Narwhals predicate gets in. A backend
 (``engines/duckdb.py``, ``engines/clickhouse.py``) is those hooks and nothing of the
-algorithm.
+algorithm; ``engines/polars.py`` runs the DuckDB hooks over the frames a store scans.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ class SqlEngine(ABC):
     def _except(self, relation: str, columns: Sequence[str]) -> str:
         """SQL of ``relation`` without ``columns``."""
 
+    def _read(self, feature: str, columns: Sequence[str] | None) -> str | None:
+        """SQL naming a feature's current rows, or ``None``; ``columns`` are those the query
+        reads (all when ``None``), for an engine that can read fewer."""
+        return self._table(feature)
+
     def _is_text(self, sql_type: str | None) -> bool:
         """Whether ``sql_type`` is the engine's string type."""
         return sql_type == "VARCHAR"
@@ -197,7 +202,7 @@ class SqlEngine(ABC):
             return None
         try:
             expected_type = self._types(f"SELECT * FROM {self._inputs(plan, samples)}").get(column)
-            table = self._table(plan.feature)
+            table = self._read(plan.feature, [*plan.id_columns, column])
             stored_types = {} if table is None else self._types(f"SELECT * FROM {table}")
         finally:
             self._drop_views()
@@ -277,7 +282,7 @@ class SqlEngine(ABC):
         if not plan.child_columns or isinstance(filter, HashShard):
             return self._filtered(f"SELECT * FROM {inputs}", filter, plan.key)
         keys = ", ".join(map(quote, plan.key))
-        table = self._table(plan.feature)
+        table = self._read(plan.feature, plan.id_columns)
         types: dict[str, str] = {}
         childless = inputs
         if table is not None:
@@ -318,7 +323,7 @@ class SqlEngine(ABC):
 
     def _upstream(self, up: UpstreamPlan) -> str:
         """One upstream's current rows, filtered, grouped when aggregated, renamed."""
-        table = self._table(up.feature)
+        table = self._read(up.feature, [*up.columns, *up.members, *up.filter_columns])
         if table is None:
             versions = {up.columns[v] for v in up.versions}
             cols = ", ".join(
@@ -363,7 +368,15 @@ class SqlEngine(ABC):
     def _stored(
         self, plan: ResolvePlan, filter: SampleFilter | None, by: str | None = None
     ) -> str | None:
-        table = self._table(plan.feature)
+        extra = [by] if by and by not in plan.id_columns else []
+        renames = [
+            (c.FEATURE_VERSION, STORED_VERSION),
+            *((c.provenance_column(f.field), stored_column(f.field)) for f in plan.fields),
+            *((n, stored_input(n)) for n in plan.change_inputs),
+        ]
+        # A filter may name any stored column (a partition column, say): then read them all.
+        read = None if filter is not None else [*plan.id_columns, *extra, *(n for n, _ in renames)]
+        table = self._read(plan.feature, read)
         if table is None:
             return None
         present = set(self._types(f"SELECT * FROM {table}"))
@@ -376,10 +389,8 @@ class SqlEngine(ABC):
 
         renamed = [
             *map(quote, plan.id_columns),
-            *([stored_as(by, by)] if by and by not in plan.id_columns else []),
-            stored_as(c.FEATURE_VERSION, STORED_VERSION),
-            *(stored_as(c.provenance_column(f.field), stored_column(f.field)) for f in plan.fields),
-            *(stored_as(n, stored_input(n)) for n in plan.change_inputs),
+            *(stored_as(b, b) for b in extra),
+            *(stored_as(n, a) for n, a in renames),
         ]
         source = table
         if filter is not None:
