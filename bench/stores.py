@@ -8,7 +8,8 @@ sequences unique, no lock file (commits per second).
                            [--s3-endpoint http://127.0.0.1:8333]
 
 ``--s3-endpoint`` uses an S3 server already running (e.g. ``weed server -s3`` of SeaweedFS)
-instead of starting moto's; its bucket ``metaxy-bench`` is created if absent.
+instead of starting moto's (``metaxy_core.testing.local_s3_server``); its bucket
+``metaxy-bench`` is created if absent.
 
 Prints a table and writes bench/results/stores.json. Each figure is the best of ``--rounds``
 (fresh store each round); the machine's load is printed beside them.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -26,13 +26,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import boto3
 import polars as pl
-from moto.server import ThreadedMotoServer
 
 from metaxy_core import FeatureGraph, FeatureSpec, MetadataStore, open_store
+from metaxy_core.testing import local_s3_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stores.json"
 GRAPH = FeatureGraph(
@@ -130,14 +131,11 @@ def _writers(uri: str, bucket: str, writers: int, writes: int) -> dict[str, floa
     }
 
 
-def _s3(endpoint: str | None) -> tuple[ThreadedMotoServer | None, str]:
+def _s3(endpoint: str | None) -> tuple[AbstractContextManager[str] | None, str]:
     server = None
     if endpoint is None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        server = local_s3_server()
+        endpoint = server.__enter__()
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="bench",
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if server is not None:
-        server.stop()
+        server.__exit__(None, None, None)
 
 
 if __name__ == "__main__":
