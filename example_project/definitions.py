@@ -59,9 +59,12 @@ SENSOR_INTERVAL_SECONDS = 5
 """How often the sensor asks the store for work: a tick that finds no new write is cheap."""
 
 
-def default_store_path() -> Path:
-    """``$METAXY_STORE_PATH`` if set, else ``example_project/.dagster_home/metaxy.duckdb``."""
+def default_store_path() -> Path | str:
+    """``$METAXY_STORE_PATH`` if set (a path, or a store URI such as
+    ``delta+file:///srv/metaxy``), else ``example_project/.dagster_home/metaxy.duckdb``."""
     env = os.environ.get(STORE_PATH_ENV)
+    if env and "://" in env:
+        return env  # a store URI: as a Path, its '//' would fold into one '/'
     return Path(env) if env else Path(__file__).resolve().parent / ".dagster_home" / "metaxy.duckdb"
 
 

@@ -22,6 +22,7 @@ from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.clickhouse import ClickHouseMetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
+from metaxy_core.store.uri import open_store
 from metaxy_core.versions import GraphVersions
 
 __all__ = [
@@ -47,5 +48,6 @@ __all__ = [
     "errors",
     "hash_parts",
     "hash_string",
+    "open_store",
     "to_hex",
 ]

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -22,7 +24,7 @@ from metaxy_core.store.base import MetadataStore
 from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
 
-__all__ = ["STORE_KINDS", "assert_same_rows", "make_store", "root_samples"]
+__all__ = ["S3_BUCKET_VARIABLE", "STORE_KINDS", "assert_same_rows", "make_store", "root_samples"]
 
 STORE_KINDS: Final = (
     "memory",
@@ -30,8 +32,15 @@ STORE_KINDS: Final = (
     "duckdb-file-polars",
     "duckdb-file-sql",
     "clickhouse",
+    "delta-file",
+    "delta-s3",
 )
 """Every store and engine combination: parametrize a fixture over these."""
+
+S3_BUCKET_VARIABLE: Final = "METAXY_TEST_S3_BUCKET"
+"""Environment variable naming the bucket of ``delta-s3`` stores. Their endpoint and
+credentials come from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ...), as a test session's S3 server sets them."""
 
 
 def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) -> MetadataStore:
@@ -53,6 +62,20 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
         from metaxy_core.store.clickhouse import ClickHouseMetadataStore  # needs chdb
 
         return ClickHouseMetadataStore(graph, Path(directory) / "clickhouse")
+    if kind.startswith("delta-"):
+        from metaxy_core.store.delta import DeltaMetadataStore  # the optional extra `delta`
+    if kind == "delta-file":
+        if directory is None:
+            raise ValueError(f"store kind {kind!r} needs a directory for its tables")
+        return DeltaMetadataStore(graph, Path(directory) / "metaxy-delta")
+    if kind == "delta-s3":
+        bucket = os.environ.get(S3_BUCKET_VARIABLE)
+        if not bucket:
+            raise ValueError(
+                f"store kind {kind!r} needs an S3 bucket: set {S3_BUCKET_VARIABLE} and the "
+                "AWS_* variables of its server (tests/conftest.py starts one)."
+            )
+        return DeltaMetadataStore(graph, f"s3://{bucket}/{uuid.uuid4().hex}")
     raise ValueError(f"unknown store kind {kind!r}; choose one of {', '.join(STORE_KINDS)}")
 
 

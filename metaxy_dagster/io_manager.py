@@ -73,7 +73,7 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
                 "metaxy/rows_written": written,
                 "metaxy/rows_deleted": deleted,
                 "metaxy/write_seq": seq,
-                "metaxy/store": store.path,
+                "metaxy/store": self.store.path,
                 "metaxy/preview": dg.MetadataValue.md(_markdown(preview)),
             }
         )

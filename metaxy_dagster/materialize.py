@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import DuckDBMetadataStore, FeatureSpec, columns, errors
+from metaxy_core import FeatureSpec, MetadataStore, columns, errors
 from metaxy_core.store.rows import to_polars, validate_ids
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.partitions import MetaxyPartitions
@@ -22,7 +22,7 @@ Call = Callable[[pl.DataFrame | None], Any]
 
 def materialize(
     context: dg.AssetExecutionContext,
-    store: DuckDBMetadataStore,
+    store: MetadataStore,
     spec: FeatureSpec,
     call: Call,
     partitions: MetaxyPartitions | None,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from metaxy_core import DuckDBMetadataStore, FeatureGraph
+from metaxy_core import FeatureGraph, MetadataStore, open_store
 
 __all__ = ["MetaxyStoreResource"]
 
 
 class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # generic only in stubs
-    """Where the metadata of a code location's features lives: an embedded DuckDB file.
+    """Where the metadata of a code location's features lives: an embedded DuckDB file, or
+    any store URI (``delta+s3://bucket/prefix``, see :func:`metaxy_core.open_store`).
 
     The resource holds where, not what: :meth:`get_store` takes the feature graph, which
     :func:`~metaxy_dagster.feature_graph` builds from the assets at hand.
@@ -31,7 +32,8 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
 
     path: str = Field(
         default="metaxy.duckdb",
-        description="Path of the DuckDB file holding the metadata; created on first use. "
+        description="Path of the DuckDB file holding the metadata, created on first use, or a "
+        "store URI ('delta+file:///folder', 'delta+s3://bucket/prefix', 'memory://', ...). "
         "Relative paths are relative to the working directory of the code location.",
     )
     engine: str = Field(
@@ -43,13 +45,13 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
         description="How long a step waits for another process to release the store file.",
     )
 
-    def get_store(self, graph: FeatureGraph) -> DuckDBMetadataStore:
+    def get_store(self, graph: FeatureGraph) -> MetadataStore:
         """The store of the features of ``graph``, e.g. ``feature_graph(defs)``."""
         if self.engine not in ("duckdb", "polars"):
             raise ValueError(f"engine must be 'duckdb' or 'polars', got {self.engine!r}.")
-        return DuckDBMetadataStore(
-            graph,
+        return open_store(
             self.path,
+            graph,
             engine="polars" if self.engine == "polars" else "duckdb",
             lock_timeout=self.lock_timeout_seconds,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from metaxy_core import FeatureGraph, FeatureSpec  # noqa: E402
+from metaxy_core.testing import S3_BUCKET_VARIABLE  # noqa: E402
 from tests.reference import reference_graph as _reference_graph  # noqa: E402
 from tests.reference import reference_specs as _reference_specs  # noqa: E402
 
@@ -43,3 +46,47 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
 
     with dg.DagsterInstance.ephemeral() as instance:
         yield instance
+
+
+S3_BUCKET = "metaxy-tests"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def s3_server(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A real S3 server (moto's, over HTTP on 127.0.0.1, a free port) for the session's
+    ``delta-s3`` stores and S3 tests, started only when one was collected; its endpoint,
+    credentials and bucket go to the ``AWS_*`` and ``METAXY_TEST_S3_BUCKET`` variables, which
+    ``make_store("delta-s3", ...)`` and child processes read. Yields the endpoint."""
+    if not any(
+        "delta-s3" in item.nodeid or item.get_closest_marker("s3") for item in request.session.items
+    ):
+        yield None
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    variables = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "metaxy-test-key",
+        "AWS_SECRET_ACCESS_KEY": "metaxy-test-secret",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        S3_BUCKET_VARIABLE: S3_BUCKET,
+    }
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()

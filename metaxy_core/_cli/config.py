@@ -26,8 +26,8 @@ from metaxy_core.definitions import FeatureSpec
 from metaxy_core.errors import ConfigError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.store.base import MetadataStore
-from metaxy_core.store.duckdb import DuckDBMetadataStore
-from metaxy_core.store.memory import InMemoryMetadataStore
+from metaxy_core.store.uri import STORE_SCHEMES
+from metaxy_core.store.uri import open_store as open_store_uri
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,7 +58,9 @@ class ProjectConfig(BaseSettings):
     store: str = Field(
         default="metaxy.duckdb",
         description="The metadata store: a DuckDB file path (relative to the configuration "
-        "file), 'duckdb:///absolute/path.duckdb', or 'memory://' (empty, for trying things).",
+        "file), or a store URI: 'duckdb:///absolute/path.duckdb', 'delta+file:///folder', "
+        "'delta+s3://bucket/prefix', 'clickhouse://host/db', or 'memory://' (empty, for "
+        "trying things).",
     )
     engine: Literal["duckdb", "polars"] = Field(
         default="duckdb", description="Engine resolving increments in a DuckDB store."
@@ -186,7 +188,8 @@ def load_graph(config: ProjectConfig) -> FeatureGraph:
 
 
 def store_location(config: ProjectConfig) -> str:
-    """The store as a path (or ``memory://``), relative paths resolved against the project."""
+    """The store's URI (see :mod:`metaxy_core.store.uri`); a path, relative paths resolved
+    against the project."""
     uri = config.store.strip()
     if uri in ("memory://", ":memory:"):
         return "memory://"
@@ -194,17 +197,19 @@ def store_location(config: ProjectConfig) -> str:
         uri = uri.removeprefix("duckdb://")
     elif "://" in uri:
         scheme = uri.split("://", 1)[0]
-        raise ConfigError(
-            f"store = {config.store!r}: unknown scheme {scheme!r}; this metaxy opens "
-            "'duckdb:///path.duckdb', a plain path, or 'memory://'. Use one of those."
-        )
+        if scheme.lower() not in STORE_SCHEMES:
+            raise ConfigError(
+                f"store = {config.store!r}: unknown scheme {scheme!r}; this metaxy opens "
+                f"{', '.join(f'{s}://' for s in STORE_SCHEMES)}, or a plain path of a DuckDB "
+                "file. Use one of those."
+            )
+        return uri
     path = Path(uri).expanduser()
     return str(path if path.is_absolute() else config.project_dir / path)
 
 
 def open_store(config: ProjectConfig, graph: FeatureGraph) -> MetadataStore:
     """The store the configuration names, over ``graph``."""
-    location = store_location(config)
-    if location == "memory://":
-        return InMemoryMetadataStore(graph)
-    return DuckDBMetadataStore(graph, location, engine=config.engine)
+    return open_store_uri(
+        store_location(config), graph, engine=config.engine, base_dir=config.project_dir
+    )
