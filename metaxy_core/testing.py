@@ -34,6 +34,7 @@ STORE_KINDS: Final = (
     "clickhouse",
     "delta-file",
     "delta-s3",
+    "delta-spark",
 )
 """Every store and engine combination: parametrize a fixture over these."""
 
@@ -68,6 +69,10 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
         if directory is None:
             raise ValueError(f"store kind {kind!r} needs a directory for its tables")
         return DeltaMetadataStore(graph, Path(directory) / "metaxy-delta")
+    if kind == "delta-spark":  # the optional extra `spark`: the process's local SparkSession
+        if directory is None:
+            raise ValueError(f"store kind {kind!r} needs a directory for its tables")
+        return DeltaMetadataStore(graph, Path(directory) / "metaxy-delta", engine="spark")
     if kind == "delta-s3":
         bucket = os.environ.get(S3_BUCKET_VARIABLE)
         if not bucket:
