@@ -22,6 +22,7 @@ from metaxy_core.store._delta_log import open_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
 
 __all__ = ["current_rows_view", "drop_views"]
 
@@ -62,7 +63,9 @@ def current_rows_view(
         frame = rows.parquet(*files)
     else:
         frame = spark.createDataFrame(schema.empty_table())
-    logged = writes.select(pl.col("write_id").alias(write_id), pl.col("write_seq").alias(c.WRITE_SEQ))
+    logged = writes.select(
+        pl.col("write_id").alias(write_id), pl.col("write_seq").alias(c.WRITE_SEQ)
+    )
     log = spark.createDataFrame(logged.to_arrow(compat_level=pl.CompatLevel.oldest()))
     latest = F.max(c.WRITE_SEQ).over(Window.partitionBy(*ids))
     current = (
@@ -77,7 +80,7 @@ def current_rows_view(
     return quote(name), {**types, c.WRITE_SEQ: pa.int64()}
 
 
-def _spark_schema(spark: SparkSession, schema: pa.Schema) -> object:
+def _spark_schema(spark: SparkSession, schema: pa.Schema) -> StructType:
     """The Spark schema of an Arrow schema (files lacking a column read it as null)."""
     return spark.createDataFrame(schema.empty_table()).schema
 
@@ -86,4 +89,3 @@ def drop_views(spark: SparkSession, views: list[str]) -> None:
     """Drop the temporary views ``current_rows_view`` made."""
     while views:
         spark.catalog.dropTempView(views.pop())
-

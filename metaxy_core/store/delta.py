@@ -104,8 +104,8 @@ class DeltaMetadataStore(MetadataStore):
         engine: ``"polars"`` (default) resolves increments over lazy Polars scans of the
             tables; ``"spark"`` resolves them in Spark SQL (see
             :mod:`metaxy_core.engines.spark`), reading the tables' Parquet files.
-        spark: the SparkSession of ``engine="spark"``; by default a local one
-            (:func:`metaxy_core.engines.spark.local_session`).
+        spark: the SparkSession of ``engine="spark"``; by default the process's active
+            session, else a local one (:func:`metaxy_core.engines.spark.local_session`).
 
     Many processes and machines may write at once: see the module's documentation.
 
@@ -195,9 +195,11 @@ class DeltaMetadataStore(MetadataStore):
 
     def _spark_session(self) -> SparkSession:
         if self._spark is None:
+            from pyspark.sql import SparkSession
+
             from metaxy_core.engines.spark import local_session
 
-            self._spark = local_session()
+            self._spark = SparkSession.getActiveSession() or local_session()
         return self._spark
 
     def _spark_engine(self, session: _Session) -> Engine:
