@@ -129,14 +129,14 @@ def floor_query(graph_name: str, leaf_columns: set[str] | None) -> str:
 
 def time_floor(graph_name: str, directory: Path) -> dict[str, object]:
     """Connect, run the floor query, fetch to Arrow; one timed run."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     con = duckdb.connect(str(directory / DB_FILE), read_only=True)
     tables = {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()}
     leaf_columns = None
     if LEAF in tables:
         leaf_columns = {r[0] for r in con.sql(f"DESCRIBE {quote(LEAF)}").fetchall()}
     table = con.sql(floor_query(graph_name, leaf_columns)).to_arrow_table()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     con.close()
     counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
     upstream = {
@@ -144,6 +144,7 @@ def time_floor(graph_name: str, directory: Path) -> dict[str, object]:
     }
     return {
         "seconds": round(seconds, 4),
+        "cpu_seconds": round(cpu, 4),
         **{k: int(counts.get(k, 0)) for k in ("new", "stale", "orphaned")},
         "peak_rss_mb": peak_rss_mb(),
         "hashed_candidates_only": leaf_columns is None or upstream <= leaf_columns,

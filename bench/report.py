@@ -21,22 +21,35 @@ RATIOS = (
     ("ours-pl/floor", "ours-polars", "floor"),
 )
 
+CPU_RATIO = "ours-dk/floor"
+
 
 def summarize(case: dict[str, Any]) -> None:
     """Add medians, peak memory and ratios to ``case`` from its raw runs."""
     medians: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     peaks: dict[str, float] = {}
     for impl, runs in case["runs"].items():
         ok = [r for r in runs if "seconds" in r]
         if ok:
             medians[impl] = round(statistics.median(r["seconds"] for r in ok), 4)
             peaks[impl] = max(r["peak_rss_mb"] for r in ok)
+        if ok and all("cpu_seconds" in r for r in ok):
+            cpu[impl] = round(statistics.median(r["cpu_seconds"] for r in ok), 4)
     case["median_seconds"] = medians
+    case["median_cpu_seconds"] = cpu
     case["peak_rss_mb"] = peaks
     case["ratios"] = {
         name: round(medians[a] / medians[b], 3)
         for name, a, b in RATIOS
         if a in medians and b in medians and medians[b] > 0
+    }
+    # CPU seconds (all threads) of the timed section: on a shared machine, what each run
+    # computed, whatever the waits for a core or the disk added to its wall time.
+    case["cpu_ratios"] = {
+        name: round(cpu[a] / cpu[b], 3)
+        for name, a, b in RATIOS
+        if a in cpu and b in cpu and cpu[b] > 0
     }
 
 
@@ -76,10 +89,12 @@ def tables(cases: Sequence[dict[str, Any]], impls: Sequence[str], rounds: int) -
     for case in cases:
         ident = [case["graph"], size_label(case["n"]), case["phase"]]
         med, peak, ratios = case["median_seconds"], case["peak_rss_mb"], case["ratios"]
+        cpu_ratio = case.get("cpu_ratios", {}).get(CPU_RATIO)
         times.append(
             ident
             + [_fmt(med.get(i), ".3f") if i not in case["skipped"] else "skip" for i in impls]
             + [_fmt(ratios.get(name), ".2f", "x") for name, _, _ in RATIOS]
+            + [_fmt(cpu_ratio, ".2f", "x")]
         )
         memory.append(ident + [_fmt(peak.get(i), ".0f") for i in impls])
         ours = case["setup"].get("ours") or {}
@@ -97,7 +112,7 @@ def tables(cases: Sequence[dict[str, Any]], impls: Sequence[str], rounds: int) -
                 _fmt(peer.get("setup_seconds"), ".1f"),
             ]
         )
-    ratio_names = [name for name, _, _ in RATIOS]
+    ratio_names = [name for name, _, _ in RATIOS] + [f"{CPU_RATIO} cpu"]
     setup_header = [
         "root write s (1 call each)",
         "RSS after roots",

@@ -33,6 +33,7 @@ import polars as pl
 from pydantic import Field
 
 from example_project.compute import (
+    NoSpeechError,
     TranscriptResult,
     audio_features,
     build_manifest,
@@ -43,7 +44,13 @@ from example_project.compute import (
 )
 from example_project.media import content_hash, scan_clips
 from metaxy_core import FieldDep, FieldSpec, columns
-from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, feature_graph, metaxy_asset
+from metaxy_dagster import (
+    MetaxyIOManager,
+    MetaxyOutput,
+    MetaxyStoreResource,
+    feature_graph,
+    metaxy_asset,
+)
 
 __all__ = [
     "FEATURES",
@@ -265,20 +272,37 @@ def build_assets(
         increment: pl.DataFrame,
         config: TranscriptConfig,
         speech_model: SpeechModel,
-    ) -> pl.DataFrame:
-        """A transcript of each clip's audio, by the speech model (reads the audio only)."""
+    ) -> MetaxyOutput:
+        """A transcript of each clip's audio, by the speech model (reads the audio only).
+
+        A clip the model rejects (a silent track) is returned as failed, with the model's
+        message: the other clips are written, and that one is not tried again until its audio
+        changes.
+        """
         context.log.info(describe_increment("audio/transcript", increment))
         out = output_dir(data_dir, "transcript")
-        results = [
-            {ID: cid, **speech_model.transcribe(Path(audio), out, clip_id=cid)}
-            for cid, audio in increment.select(ID, "audio_path").iter_rows()
-        ]
+        results: list[dict[str, object]] = []
+        failed: list[dict[str, object]] = []
+        for cid, audio in increment.select(ID, "audio_path").iter_rows():
+            try:
+                results.append({ID: cid, **speech_model.transcribe(Path(audio), out, clip_id=cid)})
+            except NoSpeechError as exc:
+                failed.append({ID: cid, "error": str(exc)})
         if config.log_text:
             for result in results:
                 context.log.info(
                     f"audio/transcript: {result[ID]} [{speech_model.name}]: {result['text']}"
                 )
-        return _frame(results, ID, "transcript_path", "text")
+        rows = (
+            _frame(results, ID, "transcript_path", "text")
+            if results
+            else pl.DataFrame(
+                schema={ID: pl.String, "transcript_path": pl.String, "text": pl.String}
+            )
+        )
+        return MetaxyOutput(
+            rows, failed=pl.DataFrame(failed, schema={ID: pl.String, "error": pl.String})
+        )
 
     @metaxy_asset(
         key="train/manifest",

@@ -36,6 +36,7 @@ __all__ = [
     "AudioFeatures",
     "CropResult",
     "FacesResult",
+    "NoSpeechError",
     "TranscriptResult",
     "audio_features",
     "build_manifest",
@@ -51,6 +52,11 @@ CROP_AUDIO_S = 0.5
 """Seconds of audio kept by :func:`crop`."""
 FACE_THRESHOLD = 180.0
 """Minimum mean luminance (0..255) of a box for it to count as a face."""
+
+
+class NoSpeechError(ValueError):
+    """The speech model rejects a clip: its audio track is silent."""
+
 
 _LUMA = np.array([299, 587, 114], dtype=np.int64)
 """Rec. 601 luma weights times 1000 (integers keep the box sums exact)."""
@@ -235,9 +241,14 @@ def transcribe(audio_path: Path, out_dir: Path, *, clip_id: str | None = None) -
 
     Returns:
         The transcript path and its text.
+
+    Raises:
+        NoSpeechError: the audio is silent (an empty track), as a real model rejects it.
     """
     name = _clip_name(audio_path, clip_id)
     samples, rate = read_wav(audio_path)
+    if not samples.any():
+        raise NoSpeechError(f"no speech in {name}: its audio track is silent ({audio_path.name})")
     width = samples.size // N_SEGMENTS
     words: list[str] = []
     if width > 1:

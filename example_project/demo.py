@@ -29,15 +29,25 @@ from types import FrameType
 from typing import Any
 
 from example_project.definitions import STORE_PATH_ENV
-from example_project.media import DATA_DIR_ENV, default_data_dir, generate_clips, list_clips
+from example_project.media import (
+    DATA_DIR_ENV,
+    clip_id,
+    default_data_dir,
+    generate_clips,
+    list_clips,
+    silence_audio,
+)
 
-__all__ = ["DAGSTER_YAML", "DEFAULT_CLIPS", "dagster_command", "main", "prepare"]
+__all__ = ["DAGSTER_YAML", "DEFAULT_CLIPS", "SILENT_CLIP", "dagster_command", "main", "prepare"]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: the working directory of the code location."""
 DEFAULT_HOME = Path(__file__).resolve().parent / ".dagster_home"
 DEFAULT_CLIPS = 24
 """Clips generated when the data folder has none."""
+SILENT_CLIP = clip_id(7)
+"""The generated clip whose audio track is silent: the speech model rejects it, and the
+transcript records it as a failed sample (see docs/quickstart.md)."""
 _SUPERSEDED = "Function `dev_command` is superseded"
 _BETA_DATA_VERSION = "Parameter `data_version` of initializer `Output.__init__` is currently"
 """Dagster's BetaWarning for ``Output(data_version=...)``, which every metaxy asset step passes:
@@ -68,6 +78,9 @@ def prepare(dagster_home: Path, data_dir: Path, clips: int) -> dict[str, str]:
     if not list_clips(data_dir):
         written = generate_clips(data_dir, clips)
         print(f"Generated {len(written)} example clips in {data_dir}", flush=True)
+        if SILENT_CLIP in written:
+            silence_audio(data_dir, SILENT_CLIP)
+            print(f"{SILENT_CLIP} has an empty audio track: its transcript fails", flush=True)
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(dagster_home)
     env[DATA_DIR_ENV] = str(data_dir.resolve())

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,13 +178,21 @@ class DevServer:
         jobs: The names of the repository's jobs, once :meth:`wait_ready` returned.
     """
 
-    def __init__(self, workdir: Path, *, sensor: str = "metaxy_sensor") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        sensor: str = "metaxy_sensor",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """Start the server.
 
         Args:
             workdir: The folder for the clips, the store, the Dagster instance
                 (``dagster_home``) and the log. The demo generates clips if ``data`` has none.
             sensor: The name of the sensor to watch.
+            env: More environment variables for the demo, e.g.
+                ``{"METAXY_EXAMPLE_AUTOMATION": "1"}``.
         """
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -196,9 +204,10 @@ class DevServer:
         self.location = ""
         self.repository = ""
         self.jobs: set[str] = set()
-        env = dict(os.environ)
+        extra, env = env, dict(os.environ)
         env[DATA_DIR_ENV] = str(self.data_dir)
         env[_STORE_PATH_ENV] = str(self.store_path)
+        env.update(extra or {})
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [

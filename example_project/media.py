@@ -56,6 +56,7 @@ __all__ = [
     "render_audio",
     "render_frames",
     "scan_clips",
+    "silence_audio",
     "write_audio",
     "write_frames",
     "write_versions",
@@ -311,6 +312,14 @@ def generate_clips(data_dir: Path, count: int, start: int = 0) -> list[str]:
             write_frames(data_dir, cid, versions["frames"])
         written.append(cid)
     return written
+
+
+def silence_audio(data_dir: Path, cid: str) -> Path:
+    """Replace a clip's audio by silence of the same length: an empty audio track, as a
+    broken recorder leaves it. The speech model rejects it; the other steps take it."""
+    path = clip_dir(data_dir, cid) / AUDIO_FILE
+    write_wav(path, np.zeros(int(SAMPLE_RATE * DURATION_S), dtype=np.int16))
+    return path
 
 
 def list_clips(data_dir: Path) -> list[str]:

@@ -20,8 +20,11 @@ from metaxy_core.hashing import hash_parts, hash_string, to_hex
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.store.base import MetadataStore, WriteResult
 from metaxy_core.store.clickhouse import ClickHouseMetadataStore
+from metaxy_core.store.copy import copy_store
 from metaxy_core.store.duckdb import DuckDBMetadataStore
+from metaxy_core.store.failures import SampleRetryPolicy
 from metaxy_core.store.memory import InMemoryMetadataStore
+from metaxy_core.store.rows import to_polars, validate_ids
 from metaxy_core.store.uri import open_store
 from metaxy_core.versions import GraphVersions
 
@@ -43,11 +46,15 @@ __all__ = [
     "Lineage",
     "MetadataStore",
     "SampleFilter",
+    "SampleRetryPolicy",
     "StaleReason",
     "WriteResult",
+    "copy_store",
     "errors",
     "hash_parts",
     "hash_string",
     "open_store",
     "to_hex",
+    "to_polars",
+    "validate_ids",
 ]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Final, cast
@@ -56,6 +56,8 @@ __all__ = [
     "from_hex",
     "hash_parts",
     "hash_string",
+    "hash_versions",
+    "int64_series",
     "polars_hash",
     "polars_hash_text",
     "polars_hash_texts",
@@ -173,6 +175,19 @@ def _strings(rows: np.ndarray) -> pl.Series:
     return series
 
 
+def int64_series(name: str, values: np.ndarray) -> pl.Series:
+    """An ``int64`` array as a Polars ``Int64`` series, without a copy.
+
+    Through Arrow: ``pl.Series(array)`` imports ``numpy.ma`` on first use (30-100 ms).
+    """
+    array = np.ascontiguousarray(values, dtype=np.int64)
+    series = pl.from_arrow(
+        pa.Array.from_buffers(pa.int64(), len(array), [None, pa.py_buffer(array)])
+    )
+    assert isinstance(series, pl.Series)
+    return series.alias(name)
+
+
 def _hex_series(values: pl.Series) -> pl.Series:
     """:func:`to_hex` of every value of an ``Int64`` series; null stays null."""
     filled = values.cast(pl.Int64).fill_null(0).to_numpy()
@@ -198,38 +213,83 @@ def _hash_rows(prefix: tuple[str, ...], parts: pl.Series) -> pl.Series:
         ]
         joined = plh.concat_str(*texts, separator=SEPARATOR)
         return pl.select(polars_hash_text(joined)).to_series().alias(parts.name)
-    # No null: every canonical string has the same width, so they are written side by side
-    # into one buffer, with the constant prefix and separators in place, and hashed there;
-    # in blocks, on every core (numpy and Polars release the GIL), in bounded memory.
-    values = [col.cast(pl.Int64).to_numpy() for col in columns]
-    n = parts.len()
-    hashed = np.empty(n, dtype=np.int64)
-    blocks = [(lo, min(lo + _BLOCK_ROWS, n)) for lo in range(0, n, _BLOCK_ROWS)]
-    work = partial(_hash_block, "".join(p + SEPARATOR for p in prefix).encode(), values, hashed)
-    if len(blocks) > 1:
-        list(_pool().map(work, blocks))
-    else:
-        list(map(work, blocks))
-    return pl.Series(parts.name, hashed, dtype=pl.Int64)
+    values = {str(i): col.cast(pl.Int64).to_numpy() for i, col in enumerate(columns)}
+    (hashed,) = hash_versions([(prefix, tuple(values))], values, parts.len())
+    return int64_series(parts.name, hashed)
+
+
+def hash_versions(
+    hashes: Sequence[tuple[Sequence[str], Sequence[str]]],
+    columns: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+    rows: int,
+) -> list[np.ndarray]:
+    """Several hashes of every row in one pass: for each ``(prefix, names)``, the hash of
+    ``[*prefix, *(columns[n][row] for n in names)]``; the columns are ``int64`` arrays of
+    ``rows`` hashes, without nulls, or a list of such mappings holding consecutive rows (e.g.
+    the record batches of an Arrow table), read where they are, without concatenating.
+
+    Every canonical string of one ``(prefix, names)`` has the same width, so they are written
+    side by side into one buffer, with the prefix and separators in place, and hashed there; in
+    small blocks (fresh memory costs a page fault per 4 KiB), on every core (numpy and Polars
+    release the GIL). Each column's hex digits are rendered once per block, whatever reads
+    them, and hashes of the same columns with prefixes of one width share the buffer: only the
+    prefix is rewritten.
+
+    >>> ones = np.array([1, 1], dtype=np.int64)
+    >>> [list(h) for h in hash_versions([(["a"], ["v"]), (["b"], ["v"])], {"v": ones}, 2)] == [
+    ...     [hash_parts(["a", 1])] * 2, [hash_parts(["b", 1])] * 2]
+    True
+    """
+    pieces = [columns] if isinstance(columns, Mapping) else list(columns)
+    heads = ["".join(p + SEPARATOR for p in prefix).encode() for prefix, _ in hashes]
+    out = [np.empty(rows, dtype=np.int64) for _ in hashes]
+    shared: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for i, ((prefix, names), head) in enumerate(zip(hashes, heads, strict=True)):
+        if names:
+            shared.setdefault((tuple(names), len(head)), []).append(i)
+        else:
+            out[i][:] = hash_parts(list(prefix))
+    blocks: list[tuple[Mapping[str, np.ndarray], int, int, int]] = []
+    at = 0
+    for piece in pieces if shared else []:
+        size = len(next(iter(piece.values())))
+        blocks += [
+            (piece, lo, min(lo + _BLOCK_ROWS, size), at) for lo in range(0, size, _BLOCK_ROWS)
+        ]
+        at += size
+    if shared and at != rows:
+        raise ValueError(f"hash_versions: the columns hold {at} rows, not {rows}")
+    work = partial(_hash_block, heads, shared, out)
+    list((_pool().map if len(blocks) > 1 else map)(work, blocks))
+    return out
 
 
 def _hash_block(
-    head: bytes, values: list[np.ndarray], out: np.ndarray, block: tuple[int, int]
+    heads: list[bytes],
+    shared: dict[tuple[tuple[str, ...], int], list[int]],
+    out: list[np.ndarray],
+    block: tuple[Mapping[str, np.ndarray], int, int, int],
 ) -> None:
-    lo, hi = block
-    rows = np.empty((hi - lo, len(head) + 17 * len(values) - 1), dtype=np.uint8)
-    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
-    at = len(head)
-    for column in values:
-        if at > len(head):
-            rows[:, at - 1] = ord(SEPARATOR)
-        rows[:, at : at + 16] = _hex_digits(column[lo:hi])
-        at += 17
-    strings = _strings(rows).to_frame("s")
-    out[lo:hi] = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+    columns, lo, hi, at_row = block
+    digits: dict[str, np.ndarray] = {}
+    for (names, width), members in shared.items():
+        rows = np.empty((hi - lo, width + 17 * len(names) - 1), dtype=np.uint8)
+        at = width
+        for name in names:
+            if name not in digits:
+                digits[name] = _hex_digits(columns[name][lo:hi])
+            if at > width:
+                rows[:, at - 1] = ord(SEPARATOR)
+            rows[:, at : at + 16] = digits[name]
+            at += 17
+        for i in members:
+            rows[:, :width] = np.frombuffer(heads[i], dtype=np.uint8)
+            strings = _strings(rows).to_frame("s")
+            hashed = strings.select(polars_hash_text(pl.col("s"))).to_series().to_numpy()
+            out[i][at_row + lo : at_row + hi] = hashed
 
 
-_BLOCK_ROWS: Final = 1 << 17
+_BLOCK_ROWS: Final = 1 << 15
 _POOL: list[ThreadPoolExecutor] = []
 _POOL_LOCK = threading.Lock()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -20,11 +20,13 @@ class StaleReason:
 
 @dataclass(frozen=True)
 class IncrementCounts:
-    """How many samples are new, stale and orphaned."""
+    """How many samples are new, stale and orphaned, and how many were held back because they
+    failed under their current provenance (not counted in new or stale)."""
 
     new: int
     stale: int
     orphaned: int
+    failed: int = 0
 
     @property
     def total(self) -> int:
@@ -43,17 +45,24 @@ class Increment:
             ``new`` plus ``metaxy_changed_fields`` (list of field keys) and
             ``metaxy_stale_reason`` (``code_version``, ``input_data`` or both, comma-separated).
         orphaned: stored, but no longer produced by upstream: id columns only.
+        failed: new or stale samples held back, because they failed under their current
+            provenance (see :mod:`metaxy_core.store.failures`): key columns, ``status``
+            (``new`` or ``stale``), ``error`` (the latest message), ``attempts``, ``failed_at``
+            and ``run_id``. Empty when nothing failed or when retrying failed samples.
     """
 
     feature: str
     new: pl.DataFrame
     stale: pl.DataFrame
     orphaned: pl.DataFrame
+    failed: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def counts(self) -> IncrementCounts:
-        """Row counts of the three frames."""
-        return IncrementCounts(self.new.height, self.stale.height, self.orphaned.height)
+        """Row counts of the four frames."""
+        return IncrementCounts(
+            self.new.height, self.stale.height, self.orphaned.height, self.failed.height
+        )
 
     def to_compute(self) -> pl.DataFrame:
         """New and stale samples in one frame (stale columns null for new samples)."""

@@ -11,6 +11,8 @@ from metaxy_dagster.checks import build_metaxy_checks
 from metaxy_dagster.features import feature_graph
 from metaxy_dagster.io_manager import MetaxyIOManager, MetaxyWrite
 from metaxy_dagster.metadata import asset_key
+from metaxy_dagster.multi_asset import metaxy_multi_asset
+from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import ColumnPartitions, HashShardPartitions, MetaxyPartitions
 from metaxy_dagster.resource import MetaxyStoreResource
 from metaxy_dagster.schedules import build_root_schedule
@@ -22,6 +24,7 @@ __all__ = [
     "HashShardPartitions",
     "MetaxyHasWork",
     "MetaxyIOManager",
+    "MetaxyOutput",
     "MetaxyPartitions",
     "MetaxyStoreResource",
     "MetaxyWrite",
@@ -33,4 +36,5 @@ __all__ = [
     "feature_graph",
     "metaxy_asset",
     "metaxy_eager",
+    "metaxy_multi_asset",
 ]

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from metaxy_core import (
     FeatureDep,
@@ -30,7 +29,7 @@ from metaxy_core import (
     hash_parts,
     to_hex,
 )
-from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of
+from metaxy_dagster.features import FEATURE_KEY, FINGERPRINT_KEY, graph_of, location_graph
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.materialize import materialize
 from metaxy_dagster.metadata import asset_code_version, asset_key, definition_metadata
@@ -44,8 +43,10 @@ Dep = dg.AssetsDefinition | dg.AssetSpec | dg.AssetKey | FeatureSpec | FeatureDe
 
 INCREMENT = "increment"
 """The parameter of a downstream asset's function that receives the increment."""
-KINDS = frozenset({"metaxy", "duckdb"})
-"""Kinds of every metaxy asset: metaxy, and the DuckDB file its metadata lives in."""
+KIND = "metaxy"
+"""The kind of every metaxy asset; the engine resolving its increments is the other."""
+DEFAULT_ENGINE = "duckdb"
+"""The engine a :class:`MetaxyStoreResource` uses unless told otherwise."""
 
 _CONTEXT_NAMES = frozenset({"context", "_context", "context_", "_"})
 _REFUSED = {
@@ -83,6 +84,7 @@ def metaxy_asset(
     group_name: str | None = None,
     store_key: str = "metaxy_store",
     io_manager_key: str = "metaxy_io_manager",
+    store: MetaxyStoreResource | None = None,
     **asset_kwargs: Any,
 ) -> Callable[[Compute], dg.AssetsDefinition]:
     """Declare a metaxy feature and the Dagster asset that computes it.
@@ -104,6 +106,10 @@ def metaxy_asset(
         group_name: the Dagster asset group.
         store_key: resource key of the :class:`MetaxyStoreResource`.
         io_manager_key: resource key of the :class:`MetaxyIOManager`.
+        store: the store resource wired under ``store_key``, when it is at hand: the asset's
+            kinds then name its engine (``metaxy`` and ``duckdb`` or ``polars``; default
+            ``duckdb``, the resource's default). Runs use the resource under ``store_key``;
+            each materialization's metadata names the engine it ran on (``metaxy/engine``).
         **asset_kwargs: any other keyword of ``dagster.asset``. ``metadata``, ``kinds`` and
             ``tags`` are merged with metaxy's, ``required_resource_keys`` gets the store's key
             added; ``code_version``, ``name``, ``key_prefix``, ``partitions_def``,
@@ -159,22 +165,24 @@ def metaxy_asset(
             hash_parts(["fingerprint/v1", code_version, _source(fn)])
         )
         resource_keys = kwargs.pop("required_resource_keys", None)
-        signature, call = _wrap(fn, described, store_key, resource_keys is not None)
+        signature, call = _wrap(
+            fn, described.key, described.is_root, store_key, resource_keys is not None
+        )
         takes_store = store_key in _signature(fn).parameters
 
         def _compute(context: dg.AssetExecutionContext, **params: Any) -> dg.Output[MetaxyWrite]:
-            if store_key in params:
-                resource = params[store_key] if takes_store else params.pop(store_key)
-            else:
-                resource = getattr(context.resources, store_key)
-            if not isinstance(resource, MetaxyStoreResource):
-                raise errors.AssetDefinitionError(
-                    f"asset {described.key!r}: resource {store_key!r} is a "
-                    f"{type(resource).__name__}, not a MetaxyStoreResource; wire "
-                    f"MetaxyStoreResource(path=...) under {store_key!r}."
-                )
-            store = resource.get_store(feature_graph)
-            return materialize(context, store, described, call(context, params), partitions)
+            resource = store_resource(context, params, store_key, takes_store, described.key)
+            # The store over the whole code location's graph (not only what this asset sees),
+            # so the writes of a code location's assets record one snapshot: its graph.
+            store = resource.get_store(_location_graph(context, feature_graph))
+            return materialize(
+                context,
+                store,
+                described,
+                call(context, params),
+                partitions,
+                retry_failed=resource.retry_failed,
+            )
 
         _compute.__signature__ = signature  # type: ignore[attr-defined]  # read by Dagster
         _compute.__name__ = fn.__name__
@@ -187,7 +195,11 @@ def metaxy_asset(
             description=described.description,
             code_version=code_version,
             metadata=_merge_metadata(described.key, metadata, kwargs.pop("metadata", None)),
-            kinds=set(KINDS) | set(kwargs.pop("kinds", None) or ()),
+            kinds={
+                KIND,
+                store.engine if store else DEFAULT_ENGINE,
+                *(kwargs.pop("kinds", None) or ()),
+            },
             group_name=group_name,
             partitions_def=partitions.partitions_def if partitions else None,
             io_manager_key=io_manager_key,
@@ -200,6 +212,36 @@ def metaxy_asset(
         )
 
     return decorate
+
+
+def store_resource(
+    context: dg.AssetExecutionContext,
+    params: dict[str, Any],
+    store_key: str,
+    takes_store: bool,
+    feature: str,
+) -> MetaxyStoreResource:
+    """The store resource of a run, taken out of ``params`` unless the function takes it."""
+    if store_key in params:
+        resource = params[store_key] if takes_store else params.pop(store_key)
+    else:
+        resource = getattr(context.resources, store_key)
+    if not isinstance(resource, MetaxyStoreResource):
+        raise errors.AssetDefinitionError(
+            f"asset {feature!r}: resource {store_key!r} is a {type(resource).__name__}, not a "
+            f"MetaxyStoreResource; wire MetaxyStoreResource(path=...) under {store_key!r}."
+        )
+    return resource
+
+
+def _location_graph(context: dg.AssetExecutionContext, own: FeatureGraph) -> FeatureGraph:
+    """The code location's graph; ``own`` for a job run outside any repository (e.g. a job's
+    ``execute_in_process``)."""
+    try:
+        repository = context.repository_def
+    except Exception:  # Dagster's invariant check (not a public error class) when unset
+        return own
+    return location_graph(repository, own)
 
 
 def _check_keywords(kwargs: Mapping[str, Any]) -> None:
@@ -298,17 +340,22 @@ def _signature(fn: Compute) -> inspect.Signature:
 
 
 def _wrap(
-    fn: Compute, spec: FeatureSpec, store_key: str, store_by_key: bool
+    fn: Compute,
+    feature: str,
+    is_root: bool,
+    store_key: str,
+    store_by_key: bool,
+    param: str = INCREMENT,
 ) -> tuple[inspect.Signature, Callable[[dg.AssetExecutionContext, dict[str, Any]], Any]]:
     """The signature Dagster sees (the function's, with the context first, without the
-    increment and with the store resource), and how to call the function."""
+    increment (``param``) and with the store resource), and how to call the function."""
     params = list(_signature(fn).parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     takes_context = (
         bool(params) and params[0].name in _CONTEXT_NAMES and params[0].kind in positional
     )
     rest = params[1:] if takes_context else params
-    where = f"function {fn.__name__!r} of asset {spec.key!r}"
+    where = f"function {fn.__name__!r} of asset {feature!r}"
     for p in rest:
         if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD and p.kind is not (
             inspect.Parameter.KEYWORD_ONLY
@@ -319,17 +366,17 @@ def _wrap(
                 "normal parameter."
             )
     names = [p.name for p in rest]
-    if spec.is_root and INCREMENT in names:
+    if is_root and param in names:
         raise errors.AssetDefinitionError(
-            f"{where} takes {INCREMENT!r}, but {spec.key!r} is a root feature (no deps): it "
+            f"{where} takes {param!r}, but {feature!r} is a root feature (no deps): it "
             "returns all its samples instead. Remove the parameter, or add deps=."
         )
-    if not spec.is_root and INCREMENT not in names:
+    if not is_root and param not in names:
         raise errors.AssetDefinitionError(
-            f"{where} has no {INCREMENT!r} parameter: a downstream asset receives its new and "
-            f"stale samples there. Add it, e.g. def {fn.__name__}(context, increment)."
+            f"{where} has no {param!r} parameter: a downstream asset receives its new and "
+            f"stale samples there. Add it, e.g. def {fn.__name__}(context, {param})."
         )
-    shown = [p for p in rest if p.name != INCREMENT]
+    shown = [p for p in rest if p.name != param]
     if not store_by_key and store_key not in names:
         shown.append(
             inspect.Parameter(
@@ -346,10 +393,10 @@ def _wrap(
     signature = inspect.Signature([context, *named], return_annotation=inspect.Signature.empty)
 
     def call(context: dg.AssetExecutionContext, params: dict[str, Any]) -> Callable[..., Any]:
-        def run(increment: pl.DataFrame | None) -> Any:
+        def run(increment: Any) -> Any:
             given = dict(params)
             if increment is not None:
-                given[INCREMENT] = increment
+                given[param] = increment
             return fn(context, **given) if takes_context else fn(**given)
 
         return run

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from metaxy_core import MetadataStore, errors
 from metaxy_dagster.features import FEATURE_KEY, graph_of, partitions_of
-from metaxy_dagster.partitions import HashShardPartitions
+from metaxy_dagster.partitions import HashShardPartitions, MetaxyPartitions
 
 if TYPE_CHECKING:
     from metaxy_dagster.resource import MetaxyStoreResource
@@ -57,6 +58,20 @@ class MetaxyHasWork(dg.AutomationCondition[dg.AssetKey]):
             return dg.AutomationResult(context, context.get_empty_subset())
         store = self._store.get_store(graph)
         partitions = partitions_of(node.metadata, node.partitions_def)
+        try:
+            return self._evaluate(context, store, feature, partitions)
+        except errors.UpstreamFieldNotWrittenError:
+            # It reads a field added to its root since the root's rows were written: it waits
+            # for the root's scan (a schedule, or build_metaxy_sensor requests it).
+            return dg.AutomationResult(context, context.get_empty_subset())
+
+    def _evaluate(
+        self,
+        context: dg.AutomationContext[dg.AssetKey],
+        store: MetadataStore,
+        feature: str,
+        partitions: MetaxyPartitions | None,
+    ) -> dg.AutomationResult[dg.AssetKey]:
         with store:
             if partitions is None:
                 counts = store.count_update(feature)

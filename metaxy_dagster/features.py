@@ -28,6 +28,7 @@ __all__ = [
     "feature_graph",
     "graph_metadata",
     "graph_of",
+    "location_graph",
     "metaxy_features",
     "metaxy_fingerprints",
     "metaxy_partitions",
@@ -124,6 +125,19 @@ def feature_graph(assets: AssetsLike) -> FeatureGraph:
         if graph is not None:
             specs.extend(graph)
     return FeatureGraph(specs)
+
+
+def location_graph(repository: dg.RepositoryDefinition, own: FeatureGraph) -> FeatureGraph:
+    """The feature graph of the code location (``repository``) a run of an asset belongs to;
+    ``own``, what the asset carries, if the location does not hold all of it."""
+    whole = _repository_graph(repository)
+    return whole if all(spec.key in whole for spec in own) else own
+
+
+@lru_cache(maxsize=4)
+def _repository_graph(repository: dg.RepositoryDefinition) -> FeatureGraph:
+    # A loaded code location does not change: its graph is built once, not at every step.
+    return feature_graph(repository)
 
 
 def partitions_of(

@@ -22,13 +22,15 @@ _PREVIEW_ROWS = 10
 
 @dataclass(frozen=True)
 class MetaxyWrite:
-    """What a metaxy asset hands its IO manager: rows to append and samples to delete, of a
-    feature of ``graph``."""
+    """What a metaxy asset hands its IO manager: rows to append, samples to delete and
+    samples that failed (key columns, their provenance and ``error``), of a feature of
+    ``graph``."""
 
     feature: str
     rows: pl.DataFrame
     orphaned: pl.DataFrame
     graph: FeatureGraph
+    failed: pl.DataFrame | None = None
 
 
 class MetaxyIOManager(dg.ConfigurableIOManager):
@@ -60,10 +62,13 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
                 "another io_manager_key."
             )
         store = self.store.get_store(obj.graph)
-        written = deleted = 0
+        written = deleted = failed = 0
         with store:
-            if obj.rows.height:
-                written = store.write(obj.feature, obj.rows, run_id=context.run_id).rows
+            if obj.rows.height or (obj.failed is not None and obj.failed.height):
+                result = store.write(
+                    obj.feature, obj.rows, run_id=context.run_id, failed=obj.failed
+                )
+                written, failed = result.rows, result.failed
             if obj.orphaned.height:
                 deleted = store.delete(obj.feature, obj.orphaned, run_id=context.run_id).rows
             seq = store.last_write_seq(obj.feature)
@@ -72,6 +77,7 @@ class MetaxyIOManager(dg.ConfigurableIOManager):
             {
                 "metaxy/rows_written": written,
                 "metaxy/rows_deleted": deleted,
+                "metaxy/failed_recorded": failed,
                 "metaxy/write_seq": seq,
                 "metaxy/store": self.store.path,
                 "metaxy/preview": dg.MetadataValue.md(_markdown(preview)),

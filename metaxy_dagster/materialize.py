@@ -9,15 +9,26 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from metaxy_core import FeatureSpec, MetadataStore, columns, errors
-from metaxy_core.store.rows import to_polars, validate_ids
+from metaxy_core import (
+    FeatureSpec,
+    Increment,
+    MetadataStore,
+    columns,
+    errors,
+    to_polars,
+    validate_ids,
+)
 from metaxy_dagster.io_manager import MetaxyWrite
+from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import MetaxyPartitions
 
 __all__ = ["materialize"]
 
 Call = Callable[[pl.DataFrame | None], Any]
 """Calls the user's function: with the increment, or with ``None`` for a root feature."""
+
+_PREVIEW_FAILED = 10
+"""Failed samples shown, with their messages, in a materialization's metadata."""
 
 
 def materialize(
@@ -26,22 +37,37 @@ def materialize(
     spec: FeatureSpec,
     call: Call,
     partitions: MetaxyPartitions | None,
+    resolved: Increment | None = None,
+    retry_failed: bool = False,
 ) -> dg.Output[MetaxyWrite]:
-    """Compute and prepare one run of the asset of ``spec`` (its partition only)."""
+    """Compute and prepare one run of the asset of ``spec`` (its partition only); ``resolved``
+    is its increment when the caller resolved it already (a multi-asset). With
+    ``retry_failed``, samples held back because they failed are computed again."""
     ids = list(spec.id_columns)
     scope = partitions.filter(context.partition_key) if partitions is not None else None
     # The store file is held only while reading or preparing, never while the user's function
     # computes (possibly for hours): other steps, sensors and checks use it meanwhile.
+    key = store.graph.expected_key(spec.key)
+    failed = None
     if spec.is_root:
-        samples = to_polars(call(None), f"samples returned by {spec.key!r}")
-        increment = store.resolve_update(spec.key, samples=samples, filter=scope)
+        samples, failed = _returned(spec, call(None))
+        increment = store.resolve_update(
+            spec.key, samples=samples, filter=scope, retry_failed=retry_failed
+        )
         rows = samples.join(increment.to_compute().select(ids), on=ids, how="semi")
+        if failed is not None:
+            rows = rows.join(failed.select(ids), on=ids, how="anti")
         deleting = increment.orphaned
     else:
-        increment = store.resolve_update(spec.key, filter=scope)
+        increment = (
+            resolved
+            if resolved is not None
+            else store.resolve_update(spec.key, filter=scope, retry_failed=retry_failed)
+        )
         todo = increment.to_compute()
-        key = store.graph.expected_key(spec.key)
-        rows = _run(spec, call, todo, key) if todo.height else todo.head(0).select(ids)
+        rows = todo.head(0).select(ids)
+        if todo.height:
+            rows, failed = _run(spec, call, todo, key)
         deleting = pl.concat([increment.orphaned, _replaced(increment.stale, rows, key, ids)])
     with store:
         prepared = store.prepare_write(spec.key, rows, run_id=context.run.run_id)
@@ -50,25 +76,62 @@ def materialize(
         )
     counts = increment.counts
     changed = _changed_field_counts(increment.stale)
+    n_failed = 0 if failed is None else failed.height
     context.log.info(
         f"{spec.key}: {counts.new} new, {counts.stale} stale, {counts.orphaned} orphaned samples"
         + (f" (stale by field: {changed})" if changed else "")
+        + (f"; {n_failed} failed in this run" if n_failed else "")
+        + (f"; {counts.failed} held back (failed before)" if counts.failed else "")
     )
+    if n_failed:
+        assert failed is not None
+        context.log.warning(
+            f"{spec.key}: {n_failed} sample(s) failed, e.g. "
+            + "; ".join(f"{r[:-1]}: {r[-1]}" for r in failed.select(*key, "error").head(3).rows())
+        )
     metadata: dict[str, Any] = {
         "metaxy/new": counts.new,
         "metaxy/stale": counts.stale,
         "metaxy/orphaned": counts.orphaned,
+        "metaxy/failed": n_failed,
+        "metaxy/failed_held_back": counts.failed,
         "metaxy/stale_by_field": dg.MetadataValue.json(changed),
         "metaxy/feature_version": store.graph.versions.features[spec.key],
+        "metaxy/engine": store.engine_name,
         "dagster/row_count": prepared.height,
     }
+    if n_failed or counts.failed:
+        shown = failed if failed is not None and n_failed else increment.failed
+        metadata["metaxy/failed_preview"] = dg.MetadataValue.md(_failed_markdown(shown, key))
     if context.has_partition_key:
         metadata["metaxy/partition"] = context.partition_key
     return dg.Output(
-        MetaxyWrite(spec.key, prepared, deleting, store.graph),
+        MetaxyWrite(spec.key, prepared, deleting, store.graph, failed),
         data_version=dg.DataVersion(data_version),
         metadata=metadata,
     )
+
+
+def _returned(spec: FeatureSpec, returned: Any) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The rows and the failed samples (``None``: none reported) a function returned."""
+    if not isinstance(returned, MetaxyOutput):
+        return to_polars(returned, f"frame returned by {spec.key!r}"), None
+    rows = to_polars(returned.rows, f"rows of the MetaxyOutput of {spec.key!r}")
+    if returned.failed is None:
+        return rows, None
+    return rows, to_polars(returned.failed, f"failed samples of the MetaxyOutput of {spec.key!r}")
+
+
+def _failed_markdown(failed: pl.DataFrame, key: Sequence[str]) -> str:
+    shown = failed.select(*key, "error").head(_PREVIEW_FAILED)
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "---|" * len(shown.columns)
+    body = [
+        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+        for row in shown.iter_rows()
+    ]
+    more = [f"\n_and {failed.height - shown.height} more_"] if failed.height > shown.height else []
+    return "\n".join([header, rule, *body, *more])
 
 
 def _run(
@@ -76,12 +139,12 @@ def _run(
     call: Call,
     todo: pl.DataFrame,
     key: Sequence[str],
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Call the user's function on the increment; attach the increment's provenance and change
-    inputs, joined on ``key``: the id columns, or the parent ids for an expansion, whose
-    function returns the children of the parents it was given."""
+    inputs to its rows and failed samples, joined on ``key``: the id columns, or the parent ids
+    for an expansion, whose function returns the children of the parents it was given."""
     ids = list(spec.id_columns)
-    result = to_polars(call(todo), f"frame returned by {spec.key!r}")
+    result, failed = _returned(spec, call(todo))
     validate_ids(spec, result)
     carried = [
         n
@@ -99,7 +162,11 @@ def _run(
             + (" (children of its parents)." if len(key) < len(ids) else ".")
         )
     result = result.drop([p for p in carried if p in result.columns])
-    return result.join(expected, on=list(key), how="left")
+    rows = result.join(expected, on=list(key), how="left")
+    if failed is not None:
+        failed = failed.drop([p for p in carried if p in failed.columns])
+        failed = failed.join(expected, on=list(key), how="left")
+    return rows, failed
 
 
 def _replaced(

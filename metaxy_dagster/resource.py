@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 from pydantic import Field
 
-from metaxy_core import FeatureGraph, MetadataStore, open_store
+from metaxy_core import FeatureGraph, MetadataStore, SampleRetryPolicy, open_store
 
 __all__ = ["MetaxyStoreResource"]
 
@@ -46,13 +48,34 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
         description="How long a step waits for another process to release the store file.",
     )
 
+    retry_failed: bool = Field(
+        default=False,
+        description="Compute again the samples that failed under their current inputs and "
+        "code (by default they are left out until those change). Set it in a run's config "
+        "(resources.metaxy_store.config.retry_failed: true) to retry them in that run.",
+    )
+    max_sample_retries: int = Field(
+        default=0,
+        description="How many times a failed sample comes back by itself under unchanged "
+        "inputs and code (0: never; see metaxy_core.SampleRetryPolicy).",
+    )
+    sample_retry_backoff_seconds: float = Field(
+        default=0.0,
+        description="Wait before a failed sample's first automatic retry; doubled after "
+        "each further failure.",
+    )
+
     def get_store(self, graph: FeatureGraph) -> MetadataStore:
         """The store of the features of ``graph``, e.g. ``feature_graph(defs)``."""
         if self.engine not in ("duckdb", "polars", "spark"):
             raise ValueError(f"engine must be 'duckdb', 'polars' or 'spark', got {self.engine!r}.")
-        return open_store(
+        store = open_store(
             self.path,
             graph,
             engine=self.engine,  # type: ignore[arg-type]  # checked above
             lock_timeout=self.lock_timeout_seconds,
         )
+        if self.max_sample_retries:
+            backoff = timedelta(seconds=self.sample_retry_backoff_seconds)
+            store.sample_retry = SampleRetryPolicy(self.max_sample_retries, backoff)
+        return store

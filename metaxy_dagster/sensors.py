@@ -31,6 +31,7 @@ from metaxy_core import (
     IncrementCounts,
     Lineage,
     MetadataStore,
+    errors,
     hash_parts,
     to_hex,
 )
@@ -63,6 +64,18 @@ def _partition_keys(
     partitions: MetaxyPartitions, instance: dg.DagsterInstance | None
 ) -> Sequence[str]:
     return partitions.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+
+
+def _partitions(
+    feature: str, partitioning: Partitioning, instance: dg.DagsterInstance | None
+) -> list[str | None]:
+    """Every partition of ``feature`` (one ``None`` if unpartitioned)."""
+    partitions = partitioning.get(feature)
+    if partitions is None:
+        return [None]
+    if isinstance(partitions, HashShardPartitions):
+        return [partitions.partition_of(i) for i in range(partitions.count)]
+    return list(_partition_keys(partitions, instance))
 
 
 def _partition_counts(
@@ -107,12 +120,17 @@ def _pending(
     partitioning: Partitioning,
     instance: dg.DagsterInstance | None,
     idle: list[tuple[str, str | None]],
+    unwritten: dict[str, str],
+    held: dict[str, int] | None = None,
 ) -> Iterator[Work]:
     """(feature, partition, counts) for every scope with work whose upstream is not waiting;
-    appends to ``idle`` the selected scopes with nothing to compute nor to wait for.
+    appends to ``idle`` the selected scopes with nothing to compute nor to wait for, and adds
+    to ``held`` the samples of each selected feature held back because they failed.
 
     Waiting is per partition when a feature and its upstream are partitioned alike (shard 0
-    of faces waits for shard 0 of crop only), else per feature.
+    of faces waits for shard 0 of crop only), else per feature. A feature reading a field that
+    its root upstream has not written yet (a field added to the root) waits too, and
+    ``unwritten`` gets root -> why: the root's scan writes the field.
     """
     graph = store.graph
     busy: dict[str, set[str | None]] = {}  # feature -> partitions with work, or waiting
@@ -128,9 +146,24 @@ def _pending(
                 blocked |= busy[up]
             else:
                 blocked_all = True
+        if blocked_all:  # nothing to count: it waits, whatever its samples
+            busy[feature] = set(_partitions(feature, partitioning, instance))
+            continue
         mine: set[str | None] = set()
-        for partition, counts in _partition_counts(store, feature, partitioning, instance):
-            if blocked_all or partition in blocked:
+        try:
+            counted = list(_partition_counts(store, feature, partitioning, instance))
+        except errors.UpstreamFieldNotWrittenError as exc:
+            # Only a root can be behind here: a non-root upstream missing the field has work
+            # (its own samples are stale by the new field), so this feature waited above.
+            for up in graph.upstream(feature):
+                if graph[up].is_root:
+                    unwritten.setdefault(up, str(exc))
+            busy[feature] = set(_partitions(feature, partitioning, instance))
+            continue
+        for partition, counts in counted:
+            if counts.failed and held is not None and feature in selected:
+                held[feature] = held.get(feature, 0) + counts.failed
+            if partition in blocked:
                 mine.add(partition)
             elif counts.total or counts.orphaned:
                 mine.add(partition)
@@ -147,6 +180,26 @@ def _generation(store: MetadataStore, feature: str, fingerprint: str) -> str:
     the generation (and the run keys) of its other partitions as they were."""
     seqs = [f"{up}={store.last_write_seq(up)}" for up in store.graph.upstream(feature)]
     return to_hex(hash_parts(["metaxy-generation/v1", feature, fingerprint, *seqs]))
+
+
+def _step_generation(
+    store: MetadataStore, members: Sequence[str], fingerprints: Mapping[str, str]
+) -> str:
+    """The generation of a step: of its feature, or of all the features of a multi-asset."""
+    parts = [_generation(store, m, fingerprints.get(m, "")) for m in members]
+    return parts[0] if len(parts) == 1 else to_hex(hash_parts(["metaxy-step/v1", *parts]))
+
+
+def _steps(assets: Sequence[dg.AssetsDefinition]) -> dict[str, tuple[str, ...]]:
+    """Feature -> all the features of its multi-asset (sorted), for multi-asset members."""
+    out: dict[str, tuple[str, ...]] = {}
+    for a in assets:
+        members = tuple(
+            sorted(str(s.metadata[FEATURE_KEY]) for s in a.specs if FEATURE_KEY in s.metadata)
+        )
+        if len(members) > 1:
+            out.update((m, members) for m in members)
+    return out
 
 
 @dataclass(frozen=True)
@@ -241,6 +294,7 @@ def build_metaxy_sensor(
         hash_parts(["metaxy-sensor/v1", *(f"{k}={v}" for k, v in sorted(fingerprints.items()))])
     )
     keys = [asset_key(f) for f in sorted(selected)]
+    steps = _steps(assets)
 
     @dg.sensor(
         name=name,
@@ -261,12 +315,32 @@ def build_metaxy_sensor(
             still_open: list[tuple[str, str]] = []
             failed: list[str] = []
             idle: list[tuple[str, str | None]] = []
-            for feature, partition, counts in _pending(
-                metadata_store, selected, partitioning, instance, idle
-            ):
+            unwritten: dict[str, str] = {}
+            held: dict[str, int] = {}
+            work = list(
+                _pending(metadata_store, selected, partitioning, instance, idle, unwritten, held)
+            )
+            # A root behind a field its downstream reads: its scan writes the field.
+            scans = {root for root in unwritten if root in selected}
+            work += [
+                (root, partition, IncrementCounts(0, 0, 0))
+                for root in sorted(scans)
+                for partition in _partitions(root, partitioning, instance)
+            ]
+            for root in sorted(set(unwritten) - scans):
+                context.log.warning(f"metaxy: waiting for a write of {root}: {unwritten[root]}")
+            units: set[tuple[str, str | None]] = set()
+            for member, partition, counts in work:
                 if not request_runs:
                     continue
-                generation = _generation(metadata_store, feature, fingerprints.get(feature, ""))
+                # The features of one multi-asset run together: one request for the step,
+                # tracked under its first feature.
+                members = steps.get(member, (member,))
+                feature = members[0]
+                if (feature, partition) in units:
+                    continue
+                units.add((feature, partition))
+                generation = _step_generation(metadata_store, members, fingerprints)
                 runs = (
                     partition_runs(instance, feature, partition, generation, policy.max_retries + 2)
                     if instance is not None
@@ -286,7 +360,7 @@ def build_metaxy_sensor(
                 requests.append(
                     dg.RunRequest(
                         run_key=f"{feature}|{partition or ''}|{generation}{attempt}",
-                        asset_selection=[asset_key(feature)],
+                        asset_selection=[asset_key(m) for m in members],
                         partition_key=partition,
                         tags={
                             TAG_FEATURE: feature,
@@ -296,7 +370,9 @@ def build_metaxy_sensor(
                             "metaxy/new": str(counts.new),
                             "metaxy/stale": str(counts.stale),
                             "metaxy/orphaned": str(counts.orphaned),
+                            "metaxy/failed": str(counts.failed),
                             "metaxy/write_seq": str(seq),
+                            **({"metaxy/reason": "field not written"} if feature in scans else {}),
                         },
                     )
                 )
@@ -310,10 +386,22 @@ def build_metaxy_sensor(
             reason = f"every metaxy asset is up to date at write {seq}"
             if still_open:
                 reason = f"waiting for runs of {len(still_open)} partition(s) at write {seq}"
+            if set(unwritten) - scans:
+                behind = ", ".join(sorted(set(unwritten) - scans))
+                reason = (
+                    f"waiting for a write of {behind}, which lacks a field its downstream reads "
+                    f"(added to the code since); materialize {behind} (write {seq})"
+                )
             if failed:
                 reason = (
                     f"failed, retries exhausted: {', '.join(failed)}; fix the asset, or write "
                     f"upstream, to run it again (write {seq})"
+                )
+            if held:
+                samples = ", ".join(f"{f}: {n}" for f, n in held.items())
+                reason += (
+                    f"; failed samples left out until their inputs or code change ({samples}):"
+                    " `metaxy retry <feature>` runs them again"
                 )
             return dg.SensorResult(skip_reason=reason, cursor=next_cursor)
         return dg.SensorResult(run_requests=requests, cursor=next_cursor)

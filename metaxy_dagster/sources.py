@@ -16,8 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from metaxy_core import columns, hash_string, to_hex
-from metaxy_core.store.rows import to_polars
+from metaxy_core import columns, hash_string, to_hex, to_polars
 from metaxy_dagster.metadata import asset_key
 
 __all__ = ["build_root_source"]

@@ -80,6 +80,7 @@ COMMANDS = [
     "diff",
     "accept",
     "delete",
+    "retry",
 ]
 
 

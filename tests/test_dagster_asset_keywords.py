@@ -200,3 +200,18 @@ def test_the_increment_parameter_is_required_downstream_and_refused_on_roots() -
         @metaxy_asset(key="video/crop", id_columns=["video_id"], deps=[raw])
         def star(context: dg.AssetExecutionContext, increment: pl.DataFrame, **rest: Any) -> Any:
             return increment
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_kinds_name_the_engine_of_the_store_given(tmp_path: Path, engine: str) -> None:
+    store = MetaxyStoreResource(path=str(tmp_path / "metaxy.duckdb"), engine=engine)
+
+    @metaxy_asset(key="video/crop", id_columns=["video_id"], deps=[raw], store=store, kinds={"gpu"})
+    def crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+        return increment.select("video_id")
+
+    assert crop.specs_by_key[crop.key].kinds == {"metaxy", engine, "gpu"}
+    resources = {"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)}
+    result = dg.materialize([raw, crop], resources=resources)
+    [event] = result.asset_materializations_for_node("video__crop")
+    assert event.metadata["metaxy/engine"] == dg.TextMetadataValue(engine)

@@ -9,7 +9,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from metaxy_core import hash_string
+from metaxy_core import FieldDep, FieldSpec, hash_string
+from metaxy_core.testing import root_samples
 from metaxy_dagster import (
     ColumnPartitions,
     HashShardPartitions,
@@ -18,6 +19,7 @@ from metaxy_dagster import (
     build_metaxy_checks,
     build_metaxy_sensor,
     build_root_schedule,
+    metaxy_asset,
 )
 from tests.test_dagster_assets import IDS, Pipeline
 
@@ -214,6 +216,7 @@ def test_up_to_date_check_fails_when_stale_and_passes_after(tmp_path: Path) -> N
     assert not evaluation.passed
     assert {k: v.value for k, v in evaluation.metadata.items()} == {
         "new": 0, "stale": 7, "orphaned": 0, "stale_by_field": {"audio": 7}, "failed_runs": {},
+        "failed": 0, "failed_share": 0.0, "failed_preview": {},
     }  # fmt: skip
     passing = p.materialize([*assets, crop_check], selection=[asset_key("video/crop")])
     assert [e.passed for e in passing.get_asset_check_evaluations()] == [True]
@@ -234,3 +237,56 @@ def test_root_schedule_requests_a_scan_of_the_roots(
     result = job.execute_in_process(instance=dagster_instance)
     assert result.success
     assert p.store().read("video/raw").height == len(IDS)
+
+
+def _subtitled(path: Path, fields: list[str]) -> list[dg.AssetsDefinition]:
+    """A root with ``fields`` and a transcript reading the last of them."""
+
+    @metaxy_asset(key="video/raw", id_columns=["video_id"], fields=fields)
+    def raw(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        return root_samples(
+            "video_id", IDS[:4], **{f: [f"{f}-{i}" for i in IDS[:4]] for f in fields}
+        )
+
+    @metaxy_asset(
+        key="audio/transcript",
+        id_columns=["video_id"],
+        deps=[raw],
+        fields=[FieldSpec(key="text", deps=[FieldDep("video/raw", [fields[-1]])])],
+    )
+    def transcript(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
+        return increment.select("video_id")
+
+    return [raw, transcript]
+
+
+def test_a_field_added_to_a_root_requests_the_roots_scan_then_its_readers(
+    tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    p = Pipeline(tmp_path)
+    before = _subtitled(p.path, ["audio"])
+    assert p.materialize(before).success
+    after = _subtitled(p.path, ["audio", "subtitles"])  # the code gains raw.subtitles
+    ticker = Ticker(p, after, dagster_instance)
+    # transcript reads a field no stored row of raw has: the tick asks for raw's scan.
+    [scan] = ticker.tick().run_requests
+    assert scan.asset_selection == [asset_key("video/raw")]
+    assert scan.tags["metaxy/reason"] == "field not written"
+    _land(p, after, [("video/raw", None)])
+    [run] = ticker.tick().run_requests
+    assert (run.asset_selection, run.tags["metaxy/stale"]) == ([asset_key("audio/transcript")], "4")
+
+    # Without the root among the sensor's assets, the tick says what to materialize.
+    p2 = Pipeline(tmp_path / "two")
+    (tmp_path / "two").mkdir()
+    assert p2.materialize(_subtitled(p2.path, ["audio"])).success
+    raw, transcript = _subtitled(p2.path, ["audio", "subtitles"])
+    sensor = build_metaxy_sensor([transcript], store=MetaxyStoreResource(path=str(p2.path)))
+    defs = dg.Definitions(assets=[raw, transcript], sensors=[sensor], resources=p2.resources())
+    context = dg.build_sensor_context(instance=dagster_instance, definitions=defs)
+    tick = sensor.evaluate_tick(context)
+    assert tick.run_requests == []
+    assert tick.skip_message == (
+        "waiting for a write of video/raw, which lacks a field its downstream reads (added to "
+        "the code since); materialize video/raw (write 2)"
+    )

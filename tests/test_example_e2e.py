@@ -20,10 +20,12 @@ import polars as pl
 import pytest
 
 from example_project.assets import FEATURES, build_assets
+from example_project.definitions import AUTOMATION_ENV
 from example_project.devserver import DevServer
 from example_project.edit import edit_audio
 from example_project.media import generate_clips, scan_clips
 from metaxy_core import DuckDBMetadataStore, IncrementCounts, columns
+from metaxy_core.store.snapshots import snapshots
 from metaxy_dagster import feature_graph
 
 N = 6
@@ -32,9 +34,11 @@ EDITED = CLIPS[:3]
 AUDIO_BRANCH = {"video/crop", "audio/features", "audio/transcript", "train/manifest"}
 SCAN_JOB = "scan_clips_job"
 SENSOR = "metaxy_sensor"
+AUTOMATION_SENSOR = "metaxy_automation"
 
-# Generous but bounded: a cold start imports Dagster in several processes.
-START_TIMEOUT = 120.0
+# Generous but bounded: a cold start imports Dagster in several processes, and on a loaded
+# machine (a full suite beside other jobs) loading the code location alone took over 120 s.
+START_TIMEOUT = 300.0
 RUN_TIMEOUT = 180.0
 SETTLE_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
@@ -44,6 +48,19 @@ STOP_TIMEOUT = 60.0
 def server(tmp_path: Path) -> Iterator[DevServer]:
     assert generate_clips(tmp_path / "data", N) == CLIPS
     demo = DevServer(tmp_path, sensor=SENSOR)
+    try:
+        yield demo
+    finally:
+        if demo.process.poll() is None or demo.members():
+            demo.kill()
+
+
+@pytest.fixture
+def automated(tmp_path: Path) -> Iterator[DevServer]:
+    """The demo with declarative automation on (``metaxy_eager``) and the sensor's run requests
+    off; it watches the automation sensor's ticks."""
+    assert generate_clips(tmp_path / "data", N) == CLIPS
+    demo = DevServer(tmp_path, sensor=AUTOMATION_SENSOR, env={AUTOMATION_ENV: "1"})
     try:
         yield demo
     finally:
@@ -124,7 +141,59 @@ def test_demo_server_runs_only_the_audio_branch_after_an_audio_edit(server: DevS
     }
     assert writers <= {r["runId"] for r in new_runs}
     assert store.count_update("vision/faces").total == 0
+    assert [s.graph_version for s in snapshots(store)] == [store.graph.versions.graph]
 
     # 3. Stop by PID: SIGINT to our process group; nothing may be left behind.
+    assert server.stop(STOP_TIMEOUT) == 0, server.log_tail()
+    assert server.leftovers() == []
+
+
+def test_declarative_automation_runs_exactly_the_audio_branch_after_an_audio_edit(
+    automated: DevServer,
+) -> None:
+    """Acceptance 3, second half: automation conditions on, the sensor's run requests off."""
+    server = automated
+    server.wait_ready(START_TIMEOUT)
+    first = server.launch("__ASSET_JOB", list(FEATURES))
+    _wait_run(server, first)
+    before = server.wait_settled(SETTLE_TIMEOUT)
+    assert [r["runId"] for r in before] == [first]  # nothing left for automation to do
+    store = _store(server)
+    seq = store.last_write_seq()
+
+    assert edit_audio(3, server.data_dir) == EDITED
+    scan = server.launch(SCAN_JOB)
+    _wait_run(server, scan)
+    after = server.wait_settled(SETTLE_TIMEOUT)
+    automated_runs = [r for r in after if r["runId"] not in {first, scan}]
+    assert all(r["status"] == "SUCCESS" for r in automated_runs), server.diagnose()
+    for run in automated_runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert tags["dagster/sensor_name"] == AUTOMATION_SENSOR, run
+    ran = [asset for run in automated_runs for asset in _assets(run)]
+    assert sorted(ran) == sorted(AUDIO_BRANCH), server.diagnose()  # each once, faces never
+    written = {
+        feature: sorted(_written_since(store, feature, seq)["clip_id"]) for feature in FEATURES
+    }
+    assert written == {
+        "video/raw": EDITED,
+        "video/crop": EDITED,
+        "vision/faces": [],
+        "audio/features": EDITED,
+        "audio/transcript": EDITED,
+        "train/manifest": EDITED,
+    }
+    writers = {
+        run_id
+        for feature in FEATURES[1:]
+        for run_id in _written_since(store, feature, seq)[columns.RUN_ID]
+    }
+    assert writers == {r["runId"] for r in automated_runs}
+    for feature in FEATURES[1:]:
+        assert store.count_update(feature) == IncrementCounts(0, 0, 0), feature
+    # Every step opened the store over the code location's whole graph: one snapshot of it,
+    # not one per asset's part of the graph.
+    assert [s.graph_version for s in snapshots(store)] == [store.graph.versions.graph]
+
     assert server.stop(STOP_TIMEOUT) == 0, server.log_tail()
     assert server.leftovers() == []

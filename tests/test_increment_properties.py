@@ -16,7 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaxy_core import FeatureGraph, FeatureSpec, FieldDep, FieldRef, FieldSpec, MetadataStore
+from metaxy_core import (
+    ClickHouseMetadataStore,
+    FeatureGraph,
+    FeatureSpec,
+    FieldDep,
+    FieldRef,
+    FieldSpec,
+    MetadataStore,
+)
 from metaxy_core.testing import STORE_KINDS, make_store
 
 FIELD_POOL = ("a", "b", "c")
@@ -91,53 +99,66 @@ def _check(
     graph, n, edits, added, removed = scenario
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(kind, graph, Path(tmp))
-        before = set(range(n))
-        for spec in graph:
-            if spec.is_root:
-                store.write(spec.key, _root_frame(spec, before, {}))
-            else:
-                _recompute(store, spec.key)
+        try:
+            _run(store, graph, n, edits, added, removed)
+        finally:
+            if isinstance(store, ClickHouseMetadataStore):
+                store.close()  # stops its background merges before the directory goes
 
-        after = (before | added) - removed
-        changed: dict[FieldRef, set[int]] = {}
-        present: dict[str, set[int]] = {}
-        for spec in graph:
-            if spec.is_root:
-                root = _root_frame(spec, after, edits[spec.key])
-                inc = store.resolve_update(spec.key, samples=root)
-                for f in spec.field_keys:
-                    changed[FieldRef(spec.key, f)] = edits[spec.key][f] & before & after
-                present[spec.key] = after
-                store.write(spec.key, inc.to_compute().join(root, on="sid").select(root.columns))
-                store.delete(spec.key, inc.orphaned)
-            else:
-                present[spec.key] = set.intersection(*(present[d.feature] for d in spec.deps))
-                for f in spec.field_keys:
-                    deps = graph.field_deps(spec.key, f)
-                    changed[FieldRef(spec.key, f)] = (
-                        set().union(*(changed[d] for d in deps)) & before
-                    )
-            stored = before if spec.is_root else set(range(n))
-            expected_stale = {
-                i: sorted(f for f in spec.field_keys if i in changed[FieldRef(spec.key, f)])
-                for i in present[spec.key] & stored
-            }
-            expected_stale = {i: fs for i, fs in expected_stale.items() if fs}
-            if spec.is_root:
-                continue  # roots were checked through their own samples above
-            inc = store.resolve_update(spec.key)
-            got_stale = {
-                int(sid[1:]): sorted(fs)
-                for sid, fs in inc.stale.select("sid", "metaxy_changed_fields").iter_rows()
-            }
-            assert got_stale == expected_stale, spec.key
-            assert {int(s[1:]) for s in inc.new["sid"]} == present[spec.key] - stored, spec.key
-            assert {int(s[1:]) for s in inc.orphaned["sid"]} == stored - present[spec.key], spec.key
-            counts = store.count_update(spec.key)
-            assert (counts.new, counts.stale, counts.orphaned) == (
-                inc.new.height, inc.stale.height, inc.orphaned.height,
-            )  # fmt: skip
+
+def _run(
+    store: MetadataStore,
+    graph: FeatureGraph,
+    n: int,
+    edits: dict[str, dict[str, set[int]]],
+    added: set[int],
+    removed: set[int],
+) -> None:
+    before = set(range(n))
+    for spec in graph:
+        if spec.is_root:
+            store.write(spec.key, _root_frame(spec, before, {}))
+        else:
             _recompute(store, spec.key)
+
+    after = (before | added) - removed
+    changed: dict[FieldRef, set[int]] = {}
+    present: dict[str, set[int]] = {}
+    for spec in graph:
+        if spec.is_root:
+            root = _root_frame(spec, after, edits[spec.key])
+            inc = store.resolve_update(spec.key, samples=root)
+            for f in spec.field_keys:
+                changed[FieldRef(spec.key, f)] = edits[spec.key][f] & before & after
+            present[spec.key] = after
+            store.write(spec.key, inc.to_compute().join(root, on="sid").select(root.columns))
+            store.delete(spec.key, inc.orphaned)
+        else:
+            present[spec.key] = set.intersection(*(present[d.feature] for d in spec.deps))
+            for f in spec.field_keys:
+                deps = graph.field_deps(spec.key, f)
+                changed[FieldRef(spec.key, f)] = set().union(*(changed[d] for d in deps)) & before
+        stored = before if spec.is_root else set(range(n))
+        expected_stale = {
+            i: sorted(f for f in spec.field_keys if i in changed[FieldRef(spec.key, f)])
+            for i in present[spec.key] & stored
+        }
+        expected_stale = {i: fs for i, fs in expected_stale.items() if fs}
+        if spec.is_root:
+            continue  # roots were checked through their own samples above
+        inc = store.resolve_update(spec.key)
+        got_stale = {
+            int(sid[1:]): sorted(fs)
+            for sid, fs in inc.stale.select("sid", "metaxy_changed_fields").iter_rows()
+        }
+        assert got_stale == expected_stale, spec.key
+        assert {int(s[1:]) for s in inc.new["sid"]} == present[spec.key] - stored, spec.key
+        assert {int(s[1:]) for s in inc.orphaned["sid"]} == stored - present[spec.key], spec.key
+        counts = store.count_update(spec.key)
+        assert (counts.new, counts.stale, counts.orphaned) == (
+            inc.new.height, inc.stale.height, inc.orphaned.height,
+        )  # fmt: skip
+        _recompute(store, spec.key)
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)

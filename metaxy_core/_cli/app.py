@@ -196,7 +196,7 @@ def status_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Count new, stale (by field and reason) and orphaned samples of each feature."""
+    """Count new, stale (by field and reason), orphaned and failed samples of each feature."""
     proj = project(ctx)
     features = [proj.feature(feature)] if feature else list(proj.graph.topological_order())
     console = err()
@@ -385,6 +385,20 @@ def delete_command(
     result = proj.store.delete(feature, frame, run_id="metaxy-delete")
     out().print(
         f"deleted {result.rows} samples of {feature} (write {result.write_seq})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("retry")
+@handled
+def retry_command(ctx: typer.Context, feature: FeatureArg) -> None:
+    """Compute failed samples again: the next increment of FEATURE includes the samples that
+    failed under their current inputs and code (their failures stay recorded)."""
+    proj = project(ctx)
+    released = proj.store.forget_failures(proj.feature(feature))
+    out().print(
+        f"{released} failed samples of {feature} will be computed again by its next run",
         highlight=False,
         soft_wrap=True,
     )

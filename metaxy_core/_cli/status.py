@@ -1,7 +1,8 @@
 """``metaxy status`` and ``metaxy history``: what the store holds, per feature.
 
 Status asks the store for each feature's increment, as a Dagster run would: new, stale (by
-field, with the reason and what the field reads) and orphaned samples. A root feature's samples
+field, with the reason and what the field reads) and orphaned samples, and the failed samples
+it holds back (with their latest messages). A root feature's samples
 come from outside (a scan of the data); the store does not know them, so a root is compared
 with its own stored data versions: that finds code-version changes of its fields, never new
 data (run the root's asset to scan).
@@ -54,6 +55,9 @@ class FeatureStatus:
     orphaned: int
     stale_fields: list[StaleField] = field(default_factory=list)
     note: str = ""
+    failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    """Some failed samples (their key values joined by '/') -> their latest error."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -106,7 +110,22 @@ def feature_status(store: MetadataStore, feature: str) -> FeatureStatus:
         return FeatureStatus(feature, stored, 0, 0, 0, note=note)
     counts = increment.counts
     by_field = stale_fields(store.graph, feature, increment.stale)
-    return FeatureStatus(feature, stored, counts.new, counts.stale, counts.orphaned, by_field, note)
+    key = list(store.graph.expected_key(feature))
+    shown = increment.failed.head(_FAILURES_SHOWN)
+    failures = dict(
+        shown.select(
+            pl.concat_str([pl.col(k).cast(pl.String) for k in key], separator="/"), "error"
+        ).iter_rows()
+        if shown.height
+        else []
+    )
+    return FeatureStatus(
+        feature, stored, counts.new, counts.stale, counts.orphaned, by_field, note,
+        counts.failed, failures,
+    )  # fmt: skip
+
+
+_FAILURES_SHOWN = 3
 
 
 def statuses(
@@ -127,13 +146,16 @@ def statuses(
 
 
 def status_table(found: list[FeatureStatus]) -> Table:
+    """The statuses as a table; its ``failed`` column appears when some samples failed."""
     table = Table(title="metadata status")
+    failures = any(s.failed for s in found)
     for name, justify in [
         ("feature", "left"),
         ("stored", "right"),
         ("new", "right"),
         ("stale", "right"),
         ("orphaned", "right"),
+        *([("failed", "right")] if failures else []),
         ("stale fields (reason) <- what they read", "left"),
     ]:
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -141,8 +163,17 @@ def status_table(found: list[FeatureStatus]) -> Table:
         details = [f"{f.field}: {f.samples} ({f.reason}) <- {f.reads}" for f in s.stale_fields]
         if s.note:
             details.append(s.note)
+        details += [f"failed {sample}: {error}" for sample, error in s.failures.items()]
+        if s.failed > len(s.failures):
+            details.append(f"... {s.failed - len(s.failures)} more failed (metaxy retry)")
         table.add_row(
-            s.feature, str(s.stored), str(s.new), str(s.stale), str(s.orphaned), "\n".join(details)
+            s.feature,
+            str(s.stored),
+            str(s.new),
+            str(s.stale),
+            str(s.orphaned),
+            *([str(s.failed)] if failures else []),
+            "\n".join(details),
         )
     return table
 

@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from metaxy_core import columns as c
-from metaxy_core.hashing import polars_hash
+from metaxy_core.hashing import hash_versions, int64_series, polars_hash
 from metaxy_core.increment import Increment, IncrementCounts, StaleReason
 from metaxy_core.plan import (
     EXPECTED_MARK,
@@ -50,12 +50,31 @@ def provenance(plan: ResolvePlan) -> list[pl.Expr]:
 def hash_arrow(plan: ResolvePlan, rows: pa.Table) -> pl.LazyFrame:
     """Rows an engine fetched as Arrow, in Polars with every field's expected provenance.
 
-    The inputs are 64-bit integers, so the conversion is a copy of 8 bytes per value at most;
-    the canonical strings exist only inside the hash expression.
+    The inputs are 64-bit integers: without nulls (the usual case), every field is hashed in
+    one pass from their 64-bit buffers (:func:`metaxy_core.hashing.hash_versions`), each
+    input rendered once whatever number of fields read it; the canonical strings exist only
+    inside that pass.
     """
     frame = pl.from_arrow(rows, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame.lazy().with_columns(provenance(plan))
+    inputs = [frame.get_column(n) for n in dict.fromkeys(i for f in plan.fields for i in f.inputs)]
+    if not frame.height or any(col.dtype != pl.Int64 or col.has_nulls() for col in inputs):
+        return frame.lazy().with_columns(provenance(plan))
+    # Through Polars, not pyarrow: pyarrow's ``to_numpy`` imports pandas (0.3 s, once). Chunk
+    # by chunk (the record batches DuckDB exported), read in place: no copy into fresh memory.
+    chunked = [col.get_chunks() for col in inputs]
+    if len({tuple(map(len, chunks)) for chunks in chunked}) == 1:
+        values = [
+            {col.name: chunk.to_numpy() for col, chunk in zip(inputs, piece, strict=True)}
+            for piece in zip(*chunked, strict=True)
+        ]
+    else:
+        values = [{col.name: col.to_numpy() for col in inputs}]
+    hashed = hash_versions([((f.recipe,), f.inputs) for f in plan.fields], values, frame.height)
+    return frame.with_columns(
+        int64_series(c.provenance_column(f.field), h)
+        for f, h in zip(plan.fields, hashed, strict=True)
+    ).lazy()
 
 
 def all_new(plan: ResolvePlan, hashed: pl.LazyFrame) -> pl.LazyFrame:

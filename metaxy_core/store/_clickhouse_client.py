@@ -51,6 +51,9 @@ class ClickHouseClient(Protocol):
     def insert_arrow(self, database: str, table: str, rows: pa.Table) -> None:
         """Append ``rows`` to ``database.table`` (unquoted names), column by name."""
 
+    def close(self) -> None:
+        """Let go of the connection (the next operation opens it again)."""
+
 
 _SESSION_LOCK = threading.RLock()
 # chdb's one embedded server of this process, shared by every client of its directory: this
@@ -158,6 +161,12 @@ class ServerClient:
 
     def insert_arrow(self, database: str, table: str, rows: pa.Table) -> None:
         self._connect().insert_arrow(table, rows, database=database)
+
+    def close(self) -> None:
+        """Close the HTTP connection (the next operation opens it again)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def _quote(identifier: str) -> str:

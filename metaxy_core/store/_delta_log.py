@@ -22,7 +22,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from metaxy_core.errors import StoreError
 
-__all__ = ["append_numbered", "ensure_table", "open_table"]
+__all__ = ["Tables", "append_numbered", "ensure_table", "open_table", "retry_commits"]
 
 _MAX_WAIT = 1.0
 """Longest pause (seconds) between two tries of a numbered append."""
@@ -34,6 +34,27 @@ def open_table(uri: str, options: dict[str, str]) -> DeltaTable | None:
         return DeltaTable(uri, storage_options=options or None)
     except TableNotFoundError:
         return None
+
+
+class Tables:
+    """Delta tables by URI, each loaded once, then brought up to date by reading only the
+    commits since (loading reads every commit since the last checkpoint: on object storage,
+    one request each)."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+        self._loaded: dict[str, DeltaTable] = {}
+
+    def get(self, uri: str) -> DeltaTable | None:
+        """The table at ``uri`` as it is now, or ``None`` if there is none yet."""
+        table = self._loaded.get(uri)
+        if table is not None:
+            table.update_incremental()
+            return table
+        table = open_table(uri, self.options)
+        if table is not None:
+            self._loaded[uri] = table
+        return table
 
 
 def ensure_table(uri: str, options: dict[str, str], schema: pa.Schema, description: str) -> None:
@@ -51,7 +72,7 @@ def ensure_table(uri: str, options: dict[str, str], schema: pa.Schema, descripti
 
 def append_numbered(
     uri: str,
-    options: dict[str, str],
+    tables: Tables,
     app_id: str,
     rows: Callable[[int], pa.Table],
     *,
@@ -60,7 +81,8 @@ def append_numbered(
     """Append ``rows(n)`` to the table at ``uri`` with the next number ``n`` of ``app_id``;
     returns ``n``. Retries (with a random pause) when another commit took the number."""
     for attempt in range(attempts):
-        table = DeltaTable(uri, storage_options=options or None)
+        table = tables.get(uri)
+        assert table is not None, uri  # created by the caller
         number = (table.transaction_version(app_id) or 0) + 1
         try:
             write_deltalake(
@@ -72,8 +94,7 @@ def append_numbered(
                 ),
             )
         except CommitFailedError:
-            # Jittered, growing pauses: writers that collided do not collide again in step.
-            time.sleep(random.uniform(0, min(_MAX_WAIT, 0.01 * 2**attempt)))
+            time.sleep(_pause(attempt))
             continue
         return number
     raise StoreError(
@@ -81,3 +102,24 @@ def append_numbered(
         "writers took every number first. Raise commit_attempts of the store, or write from "
         "fewer processes at once."
     )
+
+
+def retry_commits(commit: Callable[[], None], uri: str, *, attempts: int) -> None:
+    """``commit()``, tried again (with a random pause) when another commit conflicted."""
+    for attempt in range(attempts):
+        try:
+            commit()
+        except CommitFailedError:
+            time.sleep(_pause(attempt))
+            continue
+        return
+    raise StoreError(
+        f"the Delta table {uri!r} took no commit in {attempts} tries: other writers changed "
+        "it first each time. Raise commit_attempts of the store, or write from fewer "
+        "processes at once."
+    )
+
+
+def _pause(attempt: int) -> float:
+    # Jittered, growing pauses: writers that collided do not collide again in step.
+    return random.uniform(0, min(_MAX_WAIT, 0.01 * 2**attempt))

@@ -30,6 +30,17 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import hash_parts, polars_hash_texts, polars_hex, polars_id_text, to_hex
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan, build_plan
+from metaxy_core.store.failures import (
+    SampleRetryPolicy,
+    check_not_both,
+    failure_rows,
+    forget_failures,
+    held_back,
+    held_counts,
+    load_failures,
+    read_failures,
+    record_failures,
+)
 from metaxy_core.store.rows import (
     prepare_rows,
     stored_data_version,
@@ -88,6 +99,8 @@ class WriteResult:
     feature: str
     rows: int
     write_seq: int
+    failed: int = 0
+    """Failed samples recorded with the write (see :mod:`metaxy_core.store.failures`)."""
 
 
 def _scan_columns(wanted: list[str] | None, filter: SampleFilter | None) -> list[str] | None:
@@ -123,6 +136,11 @@ class MetadataStore(ABC):
     """Whether the backend implements ``_record``/``_records`` (snapshots, audit rows)."""
     _latest_snapshot: str | None = None
     """The graph version this object last found as the store's latest snapshot."""
+    engine_name: str = "polars"
+    """The engine resolving increments (shown by Dagster as a kind and in metadata)."""
+    sample_retry: SampleRetryPolicy | None = None
+    """How failed samples come back by themselves when a call passes no ``retry`` (default:
+    never; see :class:`~metaxy_core.SampleRetryPolicy`)."""
 
     def __init__(self, graph: FeatureGraph) -> None:
         self.graph = graph
@@ -195,8 +213,16 @@ class MetadataStore(ABC):
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def write(self, feature: str, frame: Any, *, run_id: str | None = None) -> WriteResult:
+    def write(
+        self, feature: str, frame: Any, *, run_id: str | None = None, failed: Any = None
+    ) -> WriteResult:
         """Append samples of ``feature``; returns what was written.
+
+        ``failed`` names the samples that could not be computed: their key columns (id
+        columns; the parent ids of an expansion) and an ``error`` column with each message,
+        plus their ``metaxy_provenance__<field>`` columns if the frame comes from the
+        increment. They are recorded with the provenance they were attempted under, and
+        increments hold them back until that changes (see :mod:`metaxy_core.store.failures`).
 
         Root features need a ``metaxy_data_version__<field>`` column per field. Other features
         take their provenance from the frame's ``metaxy_provenance__<field>`` columns (as an
@@ -215,26 +241,49 @@ class MetadataStore(ABC):
         validate_write(spec, data)
         with self, self._write_session() as session:  # one connection to prepare and append
             self._check_id_columns(session, [feature])
-            if data.height == 0:
-                seq = self._append(session, feature, [], self._current_recipes(feature))
-                return WriteResult(feature, 0, seq)
-            expected = self._expected_lookup(session, spec, data)
-            # Prepared and appended chunk by chunk, in one transaction: memory stays bounded
-            # by a chunk, whatever the size of the write.
-            chunks = (
-                prepare_rows(
-                    self.graph,
-                    spec,
-                    data.slice(start, WRITE_CHUNK_ROWS),
-                    run_id=run_id,
-                    expected=expected,
-                    validate=False,
-                )
-                for start in range(0, data.height, WRITE_CHUNK_ROWS)
+            failures = None
+            if failed is not None:  # prepared first: a bad frame of failures writes nothing
+                given = to_polars(failed, f"failed samples of {feature!r}")
+                failures = failure_rows(self, session, spec, given, run_id)
+                check_not_both(self.graph, spec, data, failures)
+            seq = self._append_rows(session, spec, data, run_id)
+            if failures is not None:
+                record_failures(self, session, feature, failures)
+        return WriteResult(feature, data.height, seq, 0 if failures is None else failures.height)
+
+    def _append_rows(self, session: Any, spec: FeatureSpec, data: pl.DataFrame, run_id: Any) -> int:
+        """Prepare and append the rows of a validated write; returns its write sequence."""
+        feature = spec.key
+        if data.height == 0:
+            return self._append(session, feature, [], self._current_recipes(feature))
+        expected = self._expected_lookup(session, spec, data)
+        # Prepared and appended chunk by chunk, in one transaction: memory stays bounded
+        # by a chunk, whatever the size of the write.
+        chunks = (
+            prepare_rows(
+                self.graph,
+                spec,
+                data.slice(start, WRITE_CHUNK_ROWS),
+                run_id=run_id,
+                expected=expected,
+                validate=False,
             )
-            seq = self._append(session, feature, chunks, self._current_recipes(feature))
-            record_snapshot(self, session)
-        return WriteResult(feature, data.height, seq)
+            for start in range(0, data.height, WRITE_CHUNK_ROWS)
+        )
+        seq = self._append(session, feature, chunks, self._current_recipes(feature))
+        record_snapshot(self, session)
+        return seq
+
+    def read_failures(self, feature: str) -> pl.DataFrame:
+        """Every failure recorded for ``feature``, oldest first: key columns, the provenance
+        of each field it was attempted under, ``error``, ``run_id`` and ``failed_at``."""
+        return read_failures(self, self._spec(feature).key)
+
+    def forget_failures(self, feature: str) -> int:
+        """Let the samples of ``feature`` that failed come back in its increments, as if they
+        had never failed (their failures stay recorded); returns how many samples had failed
+        since failures were last forgotten."""
+        return forget_failures(self, self._spec(feature).key)
 
     def prepare_write(self, feature: str, frame: Any, *, run_id: str | None = None) -> pl.DataFrame:
         """The rows :meth:`write` would append, with every system column; nothing is written.
@@ -338,7 +387,13 @@ class MetadataStore(ABC):
             return scanned.collect()
 
     def resolve_update(
-        self, feature: str, *, samples: Any = None, filter: SampleFilter | None = None
+        self,
+        feature: str,
+        *,
+        samples: Any = None,
+        filter: SampleFilter | None = None,
+        retry_failed: bool = False,
+        retry: SampleRetryPolicy | None = None,
     ) -> Increment:
         """Which samples of ``feature`` are new, stale and orphaned.
 
@@ -348,6 +403,11 @@ class MetadataStore(ABC):
                 ``metaxy_data_version__<field>`` column per field).
             filter: a Narwhals predicate on id or user columns limiting the increment, e.g.
                 to one partition.
+            retry_failed: include samples that failed under their current provenance (see
+                :mod:`metaxy_core.store.failures`); by default they are held back in
+                :attr:`Increment.failed`.
+            retry: the policy that lets failed samples come back by themselves (default:
+                never).
 
         A field added to an upstream feature after its rows were written concerns only the
         fields that read it: the others resolve as before. Resolving a field that reads it
@@ -357,28 +417,68 @@ class MetadataStore(ABC):
         """
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
-            return self._engine(session).resolve(plan, lazy_samples, filter)
+            increment = self._engine(session).resolve(plan, lazy_samples, filter)
+            failures = None if retry_failed else load_failures(self, session, feature)
+        return held_back(self.graph, increment, failures, retry or self.sample_retry)
 
     def count_update(
-        self, feature: str, *, samples: Any = None, filter: SampleFilter | None = None
+        self,
+        feature: str,
+        *,
+        samples: Any = None,
+        filter: SampleFilter | None = None,
+        retry_failed: bool = False,
+        retry: SampleRetryPolicy | None = None,
     ) -> IncrementCounts:
-        """Counts of :meth:`resolve_update`, without materializing rows."""
+        """Counts of :meth:`resolve_update`, without materializing rows (unless some samples
+        of ``feature`` failed: then the increment is resolved to hold them back)."""
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
-            return self._engine(session).count(plan, lazy_samples, filter)
+            engine = self._engine(session)
+            failures = None if retry_failed else load_failures(self, session, feature)
+            if failures is None:
+                return engine.count(plan, lazy_samples, filter)
+            increment = engine.resolve(plan, lazy_samples, filter)
+        return held_back(self.graph, increment, failures, retry or self.sample_retry).counts
 
     def count_update_by_shard(
-        self, feature: str, shards: int, *, samples: Any = None
+        self,
+        feature: str,
+        shards: int,
+        *,
+        samples: Any = None,
+        retry_failed: bool = False,
+        retry: SampleRetryPolicy | None = None,
     ) -> list[IncrementCounts]:
         """``count_update(feature, filter=HashShard(shards, i))`` for every shard ``i``, in one
         pass over the samples instead of one per shard (what a partitioned sensor needs)."""
         HashShard(shards, 0)  # validates ``shards``
         with self._session() as session:
             plan, lazy_samples = self._plan(session, feature, samples)
-            return self._engine(session).count_by_shard(plan, lazy_samples, shards)
+            counts = self._engine(session).count_by_shard(plan, lazy_samples, shards)
+            if retry_failed:
+                return counts
+            filters = {i: HashShard(shards, i) for i in range(shards)}
+            held = held_counts(
+                self,
+                session,
+                plan,
+                lazy_samples,
+                dict(enumerate(counts)),
+                filters,
+                retry or self.sample_retry,
+            )
+            return [held[i] for i in range(shards)]
 
     def count_update_by_column(
-        self, feature: str, column: str, values: Sequence[str], *, samples: Any = None
+        self,
+        feature: str,
+        column: str,
+        values: Sequence[str],
+        *,
+        samples: Any = None,
+        retry_failed: bool = False,
+        retry: SampleRetryPolicy | None = None,
     ) -> dict[str, IncrementCounts]:
         """``count_update(feature, filter=nw.col(column).cast(nw.String()) == v)`` for every
         ``v`` of ``values``: the counts of the samples whose ``column`` reads ``v`` as text.
@@ -391,11 +491,26 @@ class MetadataStore(ABC):
             plan, lazy_samples = self._plan(session, feature, samples)
             engine = self._engine(session)
             grouped = engine.count_by_column(plan, lazy_samples, column)
+            text = nw.col(column).cast(nw.String())
             if grouped is not None:
                 none = IncrementCounts(0, 0, 0)
-                return {v: grouped.get(v, none) for v in values}
-            text = nw.col(column).cast(nw.String())
-            return {v: engine.count(plan, lazy_samples, text == v) for v in values}
+                counts = {v: grouped.get(v, none) for v in values}
+            else:
+                counts = {v: engine.count(plan, lazy_samples, text == v) for v in values}
+            if retry_failed:
+                return counts
+            filters = {v: text == v for v in values}
+            on_key = column in self.graph.expected_key(feature)
+            return held_counts(
+                self,
+                session,
+                plan,
+                lazy_samples,
+                counts,
+                filters,
+                retry or self.sample_retry,
+                on_key,
+            )
 
     # -- helpers --------------------------------------------------------------------------------
 

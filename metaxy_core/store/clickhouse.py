@@ -86,8 +86,10 @@ class ClickHouseMetadataStore(MetadataStore):
     >>> store.write("clips", clips).rows
     2
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=0, stale=0, orphaned=0)
+    IncrementCounts(new=0, stale=0, orphaned=0, failed=0)
     """
+
+    engine_name = "clickhouse"
 
     _keeps_records = True
 
@@ -157,6 +159,12 @@ class ClickHouseMetadataStore(MetadataStore):
 
     def __repr__(self) -> str:
         return f"ClickHouseMetadataStore({self.client.description!r}, database={self.database!r})"
+
+    def close(self) -> None:
+        """Close the connection; the next operation opens it again. Close an embedded (chdb)
+        store before removing its directory: an open one merges its parts in the background,
+        writing into the directory while it is being removed."""
+        self.client.close()
 
     # -- connection and format ------------------------------------------------------------------
 

@@ -39,7 +39,12 @@ from metaxy_core.engines.polars import PolarsEngine
 from metaxy_core.errors import ColumnTypeError, StoreFormatError
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
-from metaxy_core.store._delta_log import append_numbered, ensure_table, open_table
+from metaxy_core.store._delta_log import (
+    Tables,
+    append_numbered,
+    ensure_table,
+    retry_commits,
+)
 from metaxy_core.store.base import Engine, MetadataStore
 from metaxy_core.store.snapshots import Record
 
@@ -117,7 +122,7 @@ class DeltaMetadataStore(MetadataStore):
     >>> store.write("clips", clips).write_seq
     1
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=0, stale=0, orphaned=0)
+    IncrementCounts(new=0, stale=0, orphaned=0, failed=0)
     """
 
     _keeps_records = True
@@ -140,6 +145,10 @@ class DeltaMetadataStore(MetadataStore):
         self.uri = str(uri).rstrip("/")
         self.commit_attempts = commit_attempts
         self._options = dict(storage_options or {})
+        self._tables = Tables(self._options)
+        self._log: tuple[frozenset[str], pl.DataFrame] | None = None
+        """The write log read so far: its files and their rows (files are only added, until
+        a vacuum compacts them)."""
 
     def __repr__(self) -> str:
         return f"DeltaMetadataStore({self.uri!r})"  # never the storage options: credentials
@@ -169,13 +178,23 @@ class DeltaMetadataStore(MetadataStore):
                 drop_views(self._spark_session(), session.views)
 
     def _read_writes(self) -> pl.DataFrame:
-        table = open_table(self._uri("_metaxy", "writes"), self._options)
+        table = self._tables.get(self._uri("_metaxy", "writes"))
         if table is None:
             frame = pl.from_arrow(_WRITES_SCHEMA.empty_table())
+            assert isinstance(frame, pl.DataFrame)
+            return frame
+        self._check_format(table)
+        files = frozenset(table.file_uris())
+        if self._log is not None and self._log[0] <= files:
+            known, frame = self._log
+            if files != known:
+                new = pl.read_parquet(sorted(files - known), storage_options=self._options or None)
+                frame = pl.concat([frame, new.select(frame.columns)])
         else:
-            self._check_format(table)
-            frame = pl.from_arrow(table.to_pyarrow_table())
-        assert isinstance(frame, pl.DataFrame)
+            read = pl.from_arrow(table.to_pyarrow_table())
+            assert isinstance(read, pl.DataFrame)
+            frame = read
+        self._log = (files, frame)
         return frame
 
     def _check_format(self, table: DeltaTable) -> None:
@@ -239,7 +258,7 @@ class DeltaMetadataStore(MetadataStore):
     def _stored_columns(self, session: _Session, feature: str) -> list[str] | None:
         if self._writes_of(session, feature).height == 0:
             return None
-        table = open_table(self._feature_uri(feature), self._options)
+        table = self._tables.get(self._feature_uri(feature))
         if table is None:  # only empty writes so far
             return [*self.graph[feature].id_columns, c.WRITE_SEQ]
         names = [f.name for f in table.schema().fields if f.name != WRITE_ID]
@@ -259,7 +278,7 @@ class DeltaMetadataStore(MetadataStore):
         writes = self._writes_of(session, feature)
         if writes.height == 0:
             return None
-        table = open_table(self._feature_uri(feature), self._options)
+        table = self._tables.get(self._feature_uri(feature))
         ids = list(self.graph[feature].id_columns)
         if table is None:
             return pl.LazyFrame(schema={**{i: pl.String for i in ids}, c.WRITE_SEQ: pl.Int64})
@@ -287,7 +306,7 @@ class DeltaMetadataStore(MetadataStore):
 
     def last_write_seq(self, feature: str | None = None) -> int:
         if feature is None:
-            table = open_table(self._uri("_metaxy", "writes"), self._options)
+            table = self._tables.get(self._uri("_metaxy", "writes"))
             return 0 if table is None else table.transaction_version("metaxy/write_seq") or 0
         writes = self._writes_of(_Session(self._read_writes()), feature)
         return int(writes.get_column("write_seq").max() or 0)  # type: ignore[arg-type]
@@ -302,7 +321,7 @@ class DeltaMetadataStore(MetadataStore):
         recipes: Mapping[str, str],
     ) -> int:
         write_id = secrets.randbits(63)
-        rows, deleted, run_id = self._append_rows(feature, chunks, write_id)
+        rows, deleted, run_id = self._commit_rows(feature, chunks, write_id)
         writes_uri = self._uri("_metaxy", "writes")
         ensure_table(writes_uri, self._options, _WRITES_SCHEMA, _INFO)
         entry = {
@@ -318,13 +337,13 @@ class DeltaMetadataStore(MetadataStore):
         }
         return append_numbered(
             writes_uri,
-            self._options,
+            self._tables,
             "metaxy/write_seq",
             lambda seq: pa.Table.from_pylist([{"write_seq": seq, **entry}], _WRITES_SCHEMA),
             attempts=self.commit_attempts,
         )
 
-    def _append_rows(
+    def _commit_rows(
         self, feature: str, chunks: Iterable[pl.DataFrame], write_id: int
     ) -> tuple[int, bool, str | None]:
         """Append every chunk to the feature's table in one commit; returns the row count,
@@ -334,35 +353,50 @@ class DeltaMetadataStore(MetadataStore):
         if first is None:
             return 0, False, None
         uri = self._feature_uri(feature)
-        table = open_table(uri, self._options)
-        stored = {} if table is None else _stored_schema(table)
+        tagged_first = _tag(_conform(first, _check_types(feature, first, {})), write_id)
+        ensure_table(uri, self._options, tagged_first.to_arrow().schema, f"metaxy {feature}")
+        table = self._tables.get(uri)
+        assert table is not None, uri
+        stored = _stored_schema(table)
         schema = _check_types(feature, first, stored)
         counted = {"rows": 0}
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            for chunk in (first, *it):
-                counted["rows"] += chunk.height
-                tagged = _conform(chunk, schema).with_columns(
-                    pl.lit(write_id, dtype=pl.Int64).alias(WRITE_ID)
-                )
-                yield from tagged.to_arrow().to_batches()
+        blind = set(schema) <= set(stored) and all(stored[n] != pl.Null for n in schema)
+        # A blind append has the table's columns, in its order: nulls for those it lacks.
+        missing = {n: t for n, t in stored.items() if n not in schema and n != WRITE_ID}
+        missing = missing if blind else {}
+        order = list(stored) if blind else None
 
-        arrow_schema = (
-            _conform(first.head(0), schema)
-            .with_columns(pl.lit(0, dtype=pl.Int64).alias(WRITE_ID))
-            .to_arrow()
-            .schema
-        )
-        reader = pa.RecordBatchReader.from_batches(arrow_schema, batches())
-        # Blind appends commute: deltalake retries a lost version by itself, as often as asked.
-        write_deltalake(
-            uri if table is None else table,
-            reader,
-            mode="append",
-            schema_mode="merge",
-            storage_options=self._options or None,
-            commit_properties=CommitProperties(max_commit_retries=self.commit_attempts),
-        )
+        def shaped(chunk: pl.DataFrame) -> pl.DataFrame:
+            frame = _tag(_conform(chunk, schema), write_id)
+            if missing:
+                frame = frame.with_columns(
+                    pl.lit(None, dtype=t).alias(n) for n, t in missing.items()
+                )
+            return frame if order is None else frame.select(order)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for index, chunk in enumerate((first, *it)):
+                if index:  # the first was checked above
+                    _check_types(feature, chunk, schema)
+                counted["rows"] += chunk.height
+                yield from shaped(chunk).to_arrow().to_batches()
+
+        arrow_schema = shaped(first.head(0)).to_arrow().schema
+        # Kept whole, so that a commit that lost to another (the table's creation, a new
+        # column) is tried again; appends of rows alone commute, and deltalake retries those.
+        kept = list(batches())
+
+        def commit() -> None:
+            write_deltalake(
+                self._tables.get(uri) or uri,
+                pa.Table.from_batches(kept, arrow_schema),
+                mode="append",
+                schema_mode=None if blind else "merge",
+                commit_properties=CommitProperties(max_commit_retries=self.commit_attempts),
+            )
+
+        retry_commits(commit, uri, attempts=self.commit_attempts)
         deleted = first.height > 0 and bool(first.get_column(c.DELETED).all())
         run_id = first.get_column(c.RUN_ID)[0] if first.height else None
         return counted["rows"], deleted, run_id
@@ -375,7 +409,7 @@ class DeltaMetadataStore(MetadataStore):
         now = datetime.now(timezone.utc)
         append_numbered(
             uri,
-            self._options,
+            self._tables,
             "metaxy/record_seq",
             lambda seq: pa.Table.from_pylist(
                 [{"seq": seq, "kind": kind, "key": key, "body": body, "recorded_at": now}],
@@ -385,7 +419,7 @@ class DeltaMetadataStore(MetadataStore):
         )
 
     def _records(self, session: _Session, kind: str) -> list[Record]:
-        table = open_table(self._uri("_metaxy", "records"), self._options)
+        table = self._tables.get(self._uri("_metaxy", "records"))
         if table is None:
             return []
         frame = pl.from_arrow(table.to_pyarrow_table())
@@ -406,7 +440,7 @@ class DeltaMetadataStore(MetadataStore):
         uris += [self._feature_uri(f) for f in self.graph.topological_order()]
         removed: dict[str, int] = {}
         for uri in uris:
-            table = open_table(uri, self._options)
+            table = self._tables.get(uri)
             if table is None:
                 continue
             table.optimize.compact()
@@ -428,8 +462,11 @@ def _check_types(
     """The types the chunk's columns are written with: the stored ones (a chunk's all-null
     column takes them), or its own for new columns. Raises on a type that differs."""
     out: dict[str, pl.DataType] = {}
-    for name, dtype in chunk.schema.items():
+    for name, given in chunk.schema.items():
         held = stored.get(name)
+        dtype = _delta_type(given)
+        if given != dtype:
+            _check_microseconds(feature, name, chunk)
         if held is None or held == pl.Null or held == dtype or dtype == pl.Null:
             # Only nulls so far told no type: this write's type holds (Delta merges the schema).
             out[name] = dtype if held is None or held == pl.Null else held
@@ -444,9 +481,31 @@ def _check_types(
     return out
 
 
+def _delta_type(dtype: pl.DataType) -> pl.DataType:
+    """The type Delta keeps a column as: timestamps to the microsecond."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit != "us":
+        return pl.Datetime("us", dtype.time_zone)
+    return dtype
+
+
+def _check_microseconds(feature: str, name: str, chunk: pl.DataFrame) -> None:
+    """Refuse timestamps finer than Delta keeps: they would come back as other ids."""
+    finer = chunk.select((pl.col(name).dt.epoch("ns") % 1000 != 0).any()).item()
+    if finer:
+        raise ColumnTypeError(
+            f"feature {feature!r}: column {name!r} holds timestamps finer than a microsecond, "
+            "which a Delta table cannot keep. Round the column to microseconds "
+            "(.dt.truncate('1us')), or use a DuckDB store."
+        )
+
+
 def _same_storage(held: pl.DataType, dtype: pl.DataType) -> bool:
     """Types Delta stores alike (it has no unsigned or view types)."""
     return held == dtype or (held.is_integer() and dtype.is_integer() and held.is_signed_integer())
+
+
+def _tag(chunk: pl.DataFrame, write_id: int) -> pl.DataFrame:
+    return chunk.with_columns(pl.lit(write_id, dtype=pl.Int64).alias(WRITE_ID))
 
 
 def _conform(chunk: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:

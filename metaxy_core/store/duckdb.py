@@ -111,11 +111,11 @@ class DuckDBMetadataStore(MetadataStore):
     >>> import polars as pl
     >>> clips = pl.DataFrame({"id": ["a", "b"], "metaxy_data_version__audio": ["1", "2"]})
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=2, stale=0, orphaned=0)
+    IncrementCounts(new=2, stale=0, orphaned=0, failed=0)
     >>> store.write("clips", clips).rows
     2
     >>> store.resolve_update("clips", samples=clips).counts
-    IncrementCounts(new=0, stale=0, orphaned=0)
+    IncrementCounts(new=0, stale=0, orphaned=0, failed=0)
     """
 
     def __init__(

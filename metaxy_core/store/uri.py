@@ -6,7 +6,8 @@ URI                             store
 ``duckdb:///abs/metaxy.duckdb``  :class:`~metaxy_core.DuckDBMetadataStore` (a plain path too)
 ``delta+file:///abs/folder``     :class:`~metaxy_core.DeltaMetadataStore` at a local folder
 ``delta+s3://bucket/prefix``     :class:`~metaxy_core.DeltaMetadataStore` on S3 (``AWS_*``)
-``clickhouse://host/db``         a ClickHouse store, where installed
+``clickhouse://host:8123/db``    :class:`~metaxy_core.ClickHouseMetadataStore` on a server
+``chdb:///abs/folder``           :class:`~metaxy_core.ClickHouseMetadataStore`, embedded (chdb)
 ``memory://``                    :class:`~metaxy_core.InMemoryMetadataStore` (this process)
 ==============================  ==========================================================
 
@@ -109,9 +110,23 @@ def _delta_s3(location: str, graph: FeatureGraph, options: StoreOptions) -> Meta
 
 
 def _clickhouse(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
-    raise ConfigError(
-        f"'clickhouse://{location}': this metaxy has no ClickHouse store. Install a metaxy "
-        "with the ClickHouse store (extra 'clickhouse'), or choose another store URI."
+    if "@" in location.partition("/")[0]:
+        raise ConfigError(
+            "a clickhouse:// store URI holds credentials; credentials never go in a URI: set "
+            "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or Dagster EnvVars of the resource)."
+        )
+    from metaxy_core.store.clickhouse import ClickHouseMetadataStore
+
+    return ClickHouseMetadataStore.from_uri(graph, f"clickhouse://{location}")
+
+
+def _chdb(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
+    from metaxy_core.store.clickhouse import ClickHouseMetadataStore
+
+    path, query = location.partition("?")[0], location.partition("?")[2]
+    folder = _local(path, options)
+    return ClickHouseMetadataStore.from_uri(
+        graph, f"chdb://{folder}" + (f"?{query}" if query else "")
     )
 
 
@@ -120,6 +135,7 @@ STORE_SCHEMES: Final[dict[str, Opener]] = {
     "delta+file": _delta_file,
     "delta+s3": _delta_s3,
     "clickhouse": _clickhouse,
+    "chdb": _chdb,
     "memory": _memory,
 }
 """Scheme -> the function opening a store at the rest of the URI (after ``scheme://``)."""
