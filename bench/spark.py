@@ -5,13 +5,16 @@ the leaf computed for every sample, then 10% of the root's samples given a new `
 version. Stores: a DuckDB file (engine ``duckdb``) and a Delta folder resolved by the Polars
 engine and by the Spark engine in this process's local SparkSession. Each figure is the median
 of ``--rounds`` runs of ``resolve_update("bench/leaf")`` (new, stale, orphaned collected into
-Polars), warm: Spark's start (JVM, session) is timed once, apart. Counts are checked.
+Polars), warm: Spark's start (JVM, session) is timed once, apart. Counts are checked. Beside
+each wall time, the CPU seconds of the same runs: this process's, plus the Spark driver JVM's
+(read from ``/proc``) for the Spark engine. ``make bench`` runs it at 1M rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -35,13 +38,26 @@ def _prepare(store: MetadataStore, n: int) -> None:
     store.write(ROOT, root_rows(graph, ROOT, 0, n, 10, changed=True))
 
 
-def _time(resolve: Callable[[], object], rounds: int) -> tuple[float, object]:
-    seconds, counts = [], None
+def _time(
+    resolve: Callable[[], object], rounds: int, jvm: int | None
+) -> tuple[float, float, object]:
+    """Median wall and CPU seconds of ``rounds`` calls of ``resolve``, and its last result."""
+    seconds, cpu, counts = [], [], None
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _cpu(jvm)
         counts = resolve()
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), counts
+        cpu.append(_cpu(jvm) - start_cpu)
+    return statistics.median(seconds), statistics.median(cpu), counts
+
+
+def _cpu(jvm: int | None) -> float:
+    """CPU seconds of this process, plus those of the process ``jvm`` (the Spark driver)."""
+    seconds = time.process_time()
+    if jvm is not None:
+        fields = Path(f"/proc/{jvm}/stat").read_text().rsplit(")", 1)[1].split()
+        seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 def main() -> None:
@@ -63,7 +79,7 @@ def main() -> None:
         from metaxy_core.engines.spark import local_session
 
         started = time.perf_counter()
-        local_session()
+        jvm = local_session().sparkContext._gateway.proc.pid  # type: ignore[union-attr]
         figures["spark_start_seconds"] = time.perf_counter() - started
         on_spark = DeltaMetadataStore(graph, Path(work) / "delta", engine="spark")
         stores: list[tuple[str, MetadataStore]] = [
@@ -72,14 +88,17 @@ def main() -> None:
             ("delta-spark", on_spark),
         ]
         for name, store in stores:
-            seconds, counts = _time(partial(_counts, store), args.rounds)
+            on_jvm = jvm if name == "delta-spark" else None
+            seconds, cpu, counts = _time(partial(_counts, store), args.rounds, on_jvm)
             figures[name] = seconds
+            figures[f"{name}_cpu"] = cpu
             if counts != expected:
                 print(f"!!! {name}: counts {counts}, expected {expected}")
-            print(f"{name:>14}: {seconds:8.2f} s  {counts}", flush=True)
-    print(json.dumps({"n": args.n, **figures}))
+            print(f"{name:>14}: {seconds:8.2f} s wall {cpu:8.2f} s CPU  {counts}", flush=True)
+    result = {"n": args.n, "rounds": args.rounds, "load": os.getloadavg()[0], **figures}
+    print(json.dumps(result))
     if args.out is not None:
-        args.out.write_text(json.dumps({"n": args.n, **figures}, indent=2) + "\n")
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _counts(store: MetadataStore) -> dict[str, int]:

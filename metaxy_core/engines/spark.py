@@ -46,6 +46,10 @@ _LOCAL_CONF: Final = {
     "spark.sql.shuffle.partitions": "4",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
+    # The driver JVM of a local session lives as long as its Python process and runs many
+    # small queries: the quick JIT tier alone (C1) and one GC thread spare it the warm-up of
+    # the optimizing compiler, which costs more than it earns on such queries.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
 }
 _LOCAL: list[SparkSession] = []
 _LOCAL_LOCK = threading.Lock()
@@ -53,7 +57,8 @@ _LOCAL_LOCK = threading.Lock()
 
 def local_session() -> SparkSession:
     """The process's local SparkSession (``local[*]``, no UI, bound to 127.0.0.1, 4 shuffle
-    partitions, UTC), created on first use: what ``engine="spark"`` uses without a session."""
+    partitions, Arrow transfers, UTC, the JVM's quick JIT tier only), created on first use:
+    what ``engine="spark"`` uses without a session."""
     from pyspark.sql import SparkSession
 
     with _LOCAL_LOCK:
