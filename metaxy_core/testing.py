@@ -38,6 +38,10 @@ STORE_KINDS: Final = (
 )
 """Every store and engine combination: parametrize a fixture over these."""
 
+QUICK_STORE_KINDS: Final = tuple(k for k in STORE_KINDS if k != "delta-spark")
+"""The kinds whose queries take milliseconds. Property tests run many examples on these and
+few on ``delta-spark``, where each query is a Spark job of about a second."""
+
 S3_BUCKET_VARIABLE: Final = "METAXY_TEST_S3_BUCKET"
 """Environment variable naming the bucket of ``delta-s3`` stores. Their endpoint and
 credentials come from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL``,
