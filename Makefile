@@ -21,6 +21,8 @@ STAMP := $(VENV)/.installed-$(notdir $(LOCK))
 BENCH_ARGS ?=
 # Options of the stores' bench (DuckDB, Delta, ClickHouse side by side), e.g. '--rows 100000'.
 BENCH_STORES_ARGS ?=
+# Options of Spark local mode beside DuckDB (1M rows by default), e.g. '--n 10000000'.
+BENCH_SPARK_ARGS ?=
 DEMO_ARGS ?=
 # One pytest worker per core (pytest-xdist): the suite is mostly CPU-bound. `-n 0`: one process.
 PYTEST_ARGS ?= -n auto
@@ -37,7 +39,7 @@ export PIP_NO_INPUT := 1
 help:
 	@echo "make demo       start the example project in 'dagster dev' (http://127.0.0.1:3000)"
 	@echo "make test       install, then lint, type-check and run the test suite"
-	@echo "make bench      run the benchmarks (BENCH_ARGS='...', BENCH_STORES_ARGS='...' pass options)"
+	@echo "make bench      run the benchmarks (BENCH_ARGS, BENCH_STORES_ARGS, BENCH_SPARK_ARGS pass options)"
 	@echo "make lint       ruff check ."
 	@echo "make typecheck  mypy (strict; metaxy_core and metaxy_dagster)"
 	@echo "make lock       rewrite the lock file (\$$LOCK) from the installed environment"
@@ -90,6 +92,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.stores $(BENCH_STORES_ARGS)
+	$(PY) -m bench.spark --out bench/results/spark.json $(BENCH_SPARK_ARGS)
 
 # Generates the example clips if missing, then runs `dagster dev` until Ctrl-C.
 # DEMO_ARGS='--port 3001' (see `python -m example_project.demo --help`).

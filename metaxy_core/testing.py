@@ -43,8 +43,13 @@ STORE_KINDS: Final = (
     "clickhouse",
     "delta-file",
     "delta-s3",
+    "delta-spark",
 )
 """Every store and engine combination: parametrize a fixture over these."""
+
+QUICK_STORE_KINDS: Final = tuple(k for k in STORE_KINDS if k != "delta-spark")
+"""The kinds whose queries take milliseconds. Property tests run many examples on these and
+few on ``delta-spark``, where each query is a Spark job of about a second."""
 
 S3_BUCKET_VARIABLE: Final = "METAXY_TEST_S3_BUCKET"
 """Environment variable naming the bucket of ``delta-s3`` stores. Their endpoint and
@@ -77,6 +82,10 @@ def make_store(kind: str, graph: FeatureGraph, directory: Path | None = None) ->
         if directory is None:
             raise ValueError(f"store kind {kind!r} needs a directory for its tables")
         return DeltaMetadataStore(graph, Path(directory) / "metaxy-delta")
+    if kind == "delta-spark":  # the optional extra `spark`: the process's local SparkSession
+        if directory is None:
+            raise ValueError(f"store kind {kind!r} needs a directory for its tables")
+        return DeltaMetadataStore(graph, Path(directory) / "metaxy-delta", engine="spark")
     if kind == "delta-s3":
         bucket = os.environ.get(S3_BUCKET_VARIABLE)
         if not bucket:

@@ -40,7 +40,8 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
     )
     engine: str = Field(
         default="duckdb",
-        description="Engine resolving increments: 'duckdb' (SQL inside the file) or 'polars'.",
+        description="Engine resolving increments: 'duckdb' (SQL inside the file), 'polars', or "
+        "'spark' (a Delta store's increments in Spark SQL, in the process's active session).",
     )
     lock_timeout_seconds: float = Field(
         default=120.0,
@@ -66,12 +67,12 @@ class MetaxyStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]  #
 
     def get_store(self, graph: FeatureGraph) -> MetadataStore:
         """The store of the features of ``graph``, e.g. ``feature_graph(defs)``."""
-        if self.engine not in ("duckdb", "polars"):
-            raise ValueError(f"engine must be 'duckdb' or 'polars', got {self.engine!r}.")
+        if self.engine not in ("duckdb", "polars", "spark"):
+            raise ValueError(f"engine must be 'duckdb', 'polars' or 'spark', got {self.engine!r}.")
         store = open_store(
             self.path,
             graph,
-            engine="polars" if self.engine == "polars" else "duckdb",
+            engine=self.engine,  # type: ignore[arg-type]  # checked above
             lock_timeout=self.lock_timeout_seconds,
         )
         if self.max_sample_retries:

@@ -25,7 +25,7 @@ from metaxy_core import (
     FieldSpec,
     MetadataStore,
 )
-from metaxy_core.testing import STORE_KINDS, make_store
+from metaxy_core.testing import QUICK_STORE_KINDS, make_store
 
 FIELD_POOL = ("a", "b", "c")
 
@@ -161,7 +161,7 @@ def _run(
         _recompute(store, spec.key)
 
 
-@pytest.mark.parametrize("kind", STORE_KINDS)
+@pytest.mark.parametrize("kind", QUICK_STORE_KINDS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios())
 def test_increment_matches_field_level_model(
@@ -169,3 +169,11 @@ def test_increment_matches_field_level_model(
     scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]],
 ) -> None:
     _check(kind, scenario)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios())
+def test_increment_matches_field_level_model_on_spark(
+    scenario: tuple[FeatureGraph, int, dict[str, dict[str, set[int]]], set[int], set[int]],
+) -> None:
+    _check("delta-spark", scenario)

@@ -34,7 +34,13 @@ from metaxy_core import (
     hash_string,
     to_hex,
 )
-from metaxy_core.testing import STORE_KINDS, assert_same_rows, make_store, root_samples
+from metaxy_core.testing import (
+    QUICK_STORE_KINDS,
+    STORE_KINDS,
+    assert_same_rows,
+    make_store,
+    root_samples,
+)
 from metaxy_core.versions import read_through
 
 CHANGED = "metaxy_changed_fields"
@@ -832,8 +838,14 @@ def _check_lineage_increments(kind: str, case: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", STORE_KINDS)
+@pytest.mark.parametrize("kind", QUICK_STORE_KINDS)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=lineage_edits())
 def test_increments_match_a_model_of_parents_and_groups(kind: str, case: dict[str, Any]) -> None:
     _check_lineage_increments(kind, case)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=lineage_edits())
+def test_increments_match_a_model_of_parents_and_groups_on_spark(case: dict[str, Any]) -> None:
+    _check_lineage_increments("delta-spark", case)

@@ -17,8 +17,7 @@ import narwhals as nw
 import polars as pl
 import pyarrow as pa
 
-from metaxy_core import columns as c
-from metaxy_core.engines.sql import INT64, TEXT, SqlEngine, quote, sql_literal
+from metaxy_core.engines.sql import INT64, TEXT, SqlEngine, quote
 from metaxy_core.errors import ColumnTypeError
 from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR
 from metaxy_core.plan import ResolvePlan
@@ -121,28 +120,10 @@ class ClickHouseEngine(SqlEngine):
 
     def _fetch(self, query: str, plan: ResolvePlan) -> pl.LazyFrame:
         """The rows of ``query`` with their provenance, hashed in ClickHouse."""
-        present = self._types(query)
-        provenance = [
-            f"{self._provenance(f.recipe, f.inputs)} AS {quote(c.provenance_column(f.field))}"
-            for f in plan.fields
-        ]
-        replaced = [c.provenance_column(f.field) for f in plan.fields]
-        kept = ", ".join(quote(n) for n in present if n not in replaced)
-        rows = self._client.query_arrow(
-            f"SELECT {kept}, {', '.join(provenance)} FROM ({query}) AS __metaxy_fetched"
-        )
+        rows = self._client.query_arrow(self._with_provenance(query, plan))
         frame = pl.from_arrow(cast_like(rows, self._arrow_types(plan)), rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
-
-    def _provenance(self, recipe: str, inputs: Sequence[str]) -> str:
-        if not inputs:
-            return f"xxHash64Spark({sql_literal(recipe)})"
-        parts = [sql_literal(recipe)]
-        parts += [
-            f"coalesce({self._hex(quote(i))}, {self._char(ord(NULL_SENTINEL))})" for i in inputs
-        ]
-        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(parts)})")
 
     def _arrow_types(self, plan: ResolvePlan) -> dict[str, pa.DataType]:
         """The Arrow type each column of the rows had when written (keyed by the names the

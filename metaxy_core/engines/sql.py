@@ -150,6 +150,29 @@ class SqlEngine(ABC):
         """Whether ``sql_type`` is the engine's string type."""
         return sql_type == "VARCHAR"
 
+    def _with_provenance(self, query: str, plan: ResolvePlan) -> str:
+        """SQL of the rows of ``query`` with every field's expected provenance hashed in the
+        engine, for backends with a native hash (ClickHouse, Spark)."""
+        replaced = [c.provenance_column(f.field) for f in plan.fields]
+        kept = [quote(n) for n in self._types(query) if n not in replaced]
+        provenance = [
+            f"{self._provenance(f.recipe, f.inputs)} AS {quote(c.provenance_column(f.field))}"
+            for f in plan.fields
+        ]
+        return f"SELECT {', '.join([*kept, *provenance])} FROM ({query}) AS {_alias()}"
+
+    def _provenance(self, recipe: str, inputs: Sequence[str]) -> str:
+        """SQL of a field's expected provenance: the hash of its recipe and the hex texts of
+        its input columns ``inputs`` (null as the sentinel), for backends with a native hash
+        (:func:`metaxy_core.engines.classify.provenance` is the same in Polars)."""
+        if not inputs:
+            return self._hash_text(sql_literal(recipe))
+        parts = [sql_literal(recipe)]
+        parts += [
+            f"coalesce({self._hex(quote(i))}, {self._char(ord(NULL_SENTINEL))})" for i in inputs
+        ]
+        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(parts)})")
+
     # -- the algorithm --------------------------------------------------------------------------
 
     def expected(self, plan: ResolvePlan, samples: pl.LazyFrame | None = None) -> pl.LazyFrame:

@@ -25,9 +25,10 @@ import json
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -47,6 +48,9 @@ from metaxy_core.store._delta_log import (
 )
 from metaxy_core.store.base import Engine, MetadataStore
 from metaxy_core.store.snapshots import Record
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 __all__ = ["DeltaMetadataStore"]
 
@@ -87,6 +91,8 @@ class _Session:
     """What one operation reads once: the write log as it was when the operation began."""
 
     writes: pl.DataFrame
+    views: list[str] = field(default_factory=list)
+    """Spark views of current rows made for this operation (the Spark engine's)."""
 
 
 class DeltaMetadataStore(MetadataStore):
@@ -101,6 +107,11 @@ class DeltaMetadataStore(MetadataStore):
             ``AWS_*`` environment variables are read. Never shown in ``repr`` or errors.
         commit_attempts: tries of one write's log commit while other writers take sequence
             numbers first.
+        engine: ``"polars"`` (default) resolves increments over lazy Polars scans of the
+            tables; ``"spark"`` resolves them in Spark SQL (see
+            :mod:`metaxy_core.engines.spark`), reading the tables' Parquet files.
+        spark: the SparkSession of ``engine="spark"``; by default the process's active
+            session, else a local one (:func:`metaxy_core.engines.spark.local_session`).
 
     Many processes and machines may write at once: see the module's documentation.
 
@@ -124,8 +135,14 @@ class DeltaMetadataStore(MetadataStore):
         *,
         storage_options: Mapping[str, str] | None = None,
         commit_attempts: int = 200,
+        engine: Literal["polars", "spark"] = "polars",
+        spark: SparkSession | None = None,
     ) -> None:
         super().__init__(graph)
+        if engine not in ("polars", "spark"):
+            raise ValueError(f"engine must be 'polars' or 'spark', got {engine!r}.")
+        self.engine_name = engine
+        self._spark = spark
         self.uri = str(uri).rstrip("/")
         self.commit_attempts = commit_attempts
         self._options = dict(storage_options or {})
@@ -152,7 +169,14 @@ class DeltaMetadataStore(MetadataStore):
     @contextmanager
     def _session(self) -> Iterator[_Session]:
         with self._tables.operation():
-            yield _Session(self._read_writes())
+            session = _Session(self._read_writes())
+            try:
+                yield session
+            finally:
+                if session.views:
+                    from metaxy_core.store._delta_spark import drop_views
+
+                    drop_views(self._spark_session(), session.views)
 
     def _read_writes(self) -> pl.DataFrame:
         table = self._tables.get(self._uri("_metaxy", "writes"))
@@ -172,7 +196,47 @@ class DeltaMetadataStore(MetadataStore):
         )
 
     def _engine(self, session: _Session) -> Engine:
+        if self.engine_name == "spark":
+            return self._spark_engine(session)
         return PolarsEngine(lambda f, cols: self._scan(session, f, history=False, columns=cols))
+
+    def _spark_session(self) -> SparkSession:
+        if self._spark is None:
+            from pyspark.sql import SparkSession
+
+            from metaxy_core.engines.spark import local_session
+
+            self._spark = SparkSession.getActiveSession() or local_session()
+        return self._spark
+
+    def _spark_engine(self, session: _Session) -> Engine:
+        from metaxy_core.engines.spark import SparkEngine
+        from metaxy_core.store._delta_spark import current_rows_view
+
+        spark = self._spark_session()
+        made: dict[str, tuple[str, dict[str, pa.DataType]] | None] = {}
+
+        def view(feature: str) -> tuple[str, dict[str, pa.DataType]] | None:
+            if feature not in made:
+                writes = self._writes_of(session, feature)
+                made[feature] = None
+                if writes.height:
+                    ids = list(self.graph[feature].id_columns)
+                    uri = self._feature_uri(feature)
+                    made[feature] = current_rows_view(
+                        spark, uri, self._options, writes, ids, WRITE_ID, session.views
+                    )
+            return made[feature]
+
+        def table(feature: str) -> str | None:
+            found = view(feature)
+            return None if found is None else found[0]
+
+        def types(feature: str) -> dict[str, pa.DataType]:
+            found = view(feature)
+            return {} if found is None else found[1]
+
+        return SparkEngine(spark, table, types)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -40,8 +40,8 @@ __all__ = ["STORE_SCHEMES", "StoreOptions", "open_store"]
 class StoreOptions:
     """What a URI does not say: settings of some stores, ignored by the others."""
 
-    engine: Literal["duckdb", "polars"] = "duckdb"
-    """Engine of a DuckDB store."""
+    engine: Literal["duckdb", "polars", "spark"] = "duckdb"
+    """Engine of a DuckDB store, or ``"spark"`` for a Delta store resolved in Spark."""
     lock_timeout: float = 120.0
     """Seconds a DuckDB file store waits for other processes."""
     storage_options: Mapping[str, str] = field(default_factory=dict)
@@ -63,6 +63,11 @@ def _local(location: str, options: StoreOptions) -> Path:
 def _duckdb(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
     from metaxy_core.store.duckdb import DuckDBMetadataStore
 
+    if options.engine == "spark":
+        raise ConfigError(
+            f"store {location!r}: the Spark engine resolves increments of Delta stores only; "
+            "use a 'delta+file://' or 'delta+s3://' URI, or engine 'duckdb' or 'polars'."
+        )
     return DuckDBMetadataStore(
         graph,
         _local(location, options),
@@ -84,7 +89,8 @@ def _delta_store(uri: str, graph: FeatureGraph, options: StoreOptions) -> Metada
         raise ConfigError(
             "a Delta store needs the 'deltalake' package: pip install 'metaxy-dagster[delta]'."
         ) from None
-    return DeltaMetadataStore(graph, uri, storage_options=options.storage_options)
+    engine: Literal["polars", "spark"] = "spark" if options.engine == "spark" else "polars"
+    return DeltaMetadataStore(graph, uri, storage_options=options.storage_options, engine=engine)
 
 
 def _delta_file(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
@@ -139,7 +145,7 @@ def open_store(
     uri: str | Path,
     graph: FeatureGraph,
     *,
-    engine: Literal["duckdb", "polars"] = "duckdb",
+    engine: Literal["duckdb", "polars", "spark"] = "duckdb",
     lock_timeout: float = 120.0,
     storage_options: Mapping[str, str] | None = None,
     base_dir: str | Path | None = None,
