@@ -40,6 +40,7 @@ from example_project.media import (
 )
 
 __all__ = [
+    "CROP_LEFT",
     "CROP_SIZE",
     "FACE_CASCADE",
     "FRAME_STEP",
@@ -56,6 +57,7 @@ __all__ = [
     "output_dir",
     "read_wav",
     "transcribe",
+    "wav_bytes",
 ]
 
 CROP_SIZE = FRAME_SIZE[1]
@@ -127,7 +129,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def _wav_bytes(samples: NDArray[np.int16]) -> bytes:
+def wav_bytes(samples: NDArray[np.int16]) -> bytes:
+    """Mono int16 samples at ``SAMPLE_RATE`` as the bytes of a WAV file."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
@@ -175,7 +178,7 @@ def crop(video_path: Path, out_dir: Path, *, clip_id: str | None = None) -> Crop
     frames_out = _target(out_dir, name, ".npy")
     audio_out = _target(out_dir, name, ".wav")
     atomic_write(frames_out, lambda fh: np.save(fh, cropped, allow_pickle=False))
-    wav = _wav_bytes(read_audio(video_path))
+    wav = wav_bytes(read_audio(video_path))
     atomic_write(audio_out, lambda fh: fh.write(wav))
     return {
         "crop_frames_path": str(frames_out),
@@ -190,11 +193,14 @@ def _cascade() -> cv2.CascadeClassifier:
     return cv2.CascadeClassifier(str(Path(folder) / FACE_CASCADE))
 
 
-def detect_faces(frames_path: Path, out_dir: Path, *, clip_id: str | None = None) -> FacesResult:
+def detect_faces(
+    frames_path: Path, out_dir: Path, *, clip_id: str | None = None, first_frame: int = 0
+) -> FacesResult:
     """Detect faces in the cropped frames with OpenCV's frontal-face Haar cascade.
 
     Writes ``<clip_id>.json``: one box per face, in the coordinates of the full video frame
-    (``frame`` is the index in the video), for comparing with where the face really is.
+    (``frame`` is the index in the video: ``first_frame`` is that of the first frame given),
+    for comparing with where the face really is.
 
     Returns:
         The JSON path and the number of faces found over all frames.
@@ -208,7 +214,7 @@ def detect_faces(frames_path: Path, out_dir: Path, *, clip_id: str | None = None
         )
         boxes.extend(
             {
-                "frame": i * FRAME_STEP,
+                "frame": first_frame + i * FRAME_STEP,
                 "x": int(x) + CROP_LEFT,
                 "y": int(y),
                 "w": int(w),

@@ -6,8 +6,9 @@ shorter the second time), so each utterance is spoken by a fresh Python process 
 module: the same text then always gives the same samples, on every machine with the same
 wheel.
 
-Run as ``python -m example_project.speech TEXT``: writes the raw samples (int16, native byte
-order, at eSpeak's own rate, 22050 Hz) to stdout.
+Run as a script, ``python example_project/speech.py TEXT`` (by path, so that it works from any
+working directory): writes the raw samples (int16, native byte order, at eSpeak's own rate,
+22050 Hz) to stdout.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ def synthesize(text: str) -> NDArray[np.int16]:
     import numpy as np
     from scipy.signal import resample_poly
 
-    done = subprocess.run(
-        [sys.executable, "-m", "example_project.speech", text], capture_output=True, check=False
-    )
+    done = subprocess.run([sys.executable, __file__, text], capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(
             f"eSpeak NG could not speak {text!r}: {done.stderr.decode(errors='replace')[-500:]}"
