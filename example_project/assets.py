@@ -1,12 +1,12 @@
-"""The example pipeline as metaxy assets: one feature per step, one row per clip.
+"""The example pipeline as metaxy assets: one feature per step, one row per clip (an MP4).
 
 ::
 
-    video/raw {audio, frames}            scan the data folder: content hash per field
-    ├── video/crop {audio, frames}       crop.audio <- raw.audio, crop.frames <- raw.frames
-    │   └── vision/faces {faces}         faces <- crop.frames
-    ├── audio/features {features}        features <- raw.audio
-    └── audio/transcript {text}          text <- raw.audio
+    video/raw {audio, frames}            scan the data folder: a hash of each track's packets
+    ├── video/crop {audio, frames}       decode: crop.audio <- raw.audio, crop.frames <- raw.frames
+    │   └── vision/faces {faces}         OpenCV Haar cascade; faces <- crop.frames
+    ├── audio/features {features}        MFCCs; features <- raw.audio
+    └── audio/transcript {text}          PocketSphinx; text <- raw.audio
     train/manifest {default}             <- transcript, faces and features (all their fields)
 
 Each function receives only its increment: the clips that are new, or whose fields it reads
@@ -24,6 +24,7 @@ resource (:class:`SpeechModel`, by parameter) and it has run config (:class:`Tra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from functools import reduce
 from pathlib import Path
@@ -81,14 +82,14 @@ _SHOWN_IDS = 10
 
 
 class SpeechModel(dg.ConfigurableResource):  # type: ignore[type-arg]  # generic only in stubs
-    """The speech-to-text model, as a resource (a deterministic stand-in; a real one would
-    hold weights on a GPU)."""
+    """The speech-to-text model, as a resource: PocketSphinx with the US English model its
+    wheel bundles, decoding against the clips' sentence grammar."""
 
-    name: str = Field(default="tone-words-v1", description="Which model transcribes.")
+    name: str = Field(default="pocketsphinx-en-us", description="Which model transcribes.")
 
-    def transcribe(self, audio_path: Path, out_dir: Path, *, clip_id: str) -> TranscriptResult:
-        """Transcribe one clip's audio into ``out_dir``; returns the file and its text."""
-        return transcribe(audio_path, out_dir, clip_id=clip_id)
+    def transcribe(self, video_path: Path, out_dir: Path, *, clip_id: str) -> TranscriptResult:
+        """Transcribe one clip's audio track into ``out_dir``; returns the file and its text."""
+        return transcribe(video_path, out_dir, clip_id=clip_id)
 
 
 class TranscriptConfig(dg.Config):
@@ -167,17 +168,19 @@ def build_assets(
         key="video/raw",
         id_columns=[ID],
         fields=fields_of("video/raw", ["audio", "frames"]),
-        columns={"audio_path": "string", "frames_path": "string"},
+        columns={"video_path": "string"},
         group_name=GROUP,
     )
     def video_raw(context: dg.AssetExecutionContext) -> pl.DataFrame:
-        """Every clip of the data folder, with a content hash of its audio and of its frames.
+        """Every clip of the data folder, with a hash of its audio track and of its video track.
 
         Only clips that are new or whose content changed are written; clips whose folder is gone
         are soft-deleted.
         """
+        started = time.perf_counter()
         clips = scan_clips(data_dir)
         context.log.info(f"video/raw: found {clips.height} clip(s) in {data_dir}")
+        _took(context, "video/raw", started, clips.height, verb="scanned")
         return clips
 
     @metaxy_asset(
@@ -190,18 +193,19 @@ def build_assets(
         automation_condition=automation_condition,
     )
     def video_crop(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
-        """Center-cropped frames and the first half second of audio of each clip.
+        """Each clip decoded: center-cropped grey frames (2 per second) and the audio track.
 
         The data version of each field is a content hash of the file it produced, so a recompute
         that yields the same bytes (the frames, when only the audio changed) stops there.
         """
-        context.log.info(describe_increment("video/crop", increment))
+        started = _start(context, "video/crop", increment)
         out = output_dir(data_dir, "crop")
         # One call per clip: each step reads and writes files, there is no frame math to batch.
         results = [
-            _with_content_hashes({ID: cid, **crop(Path(audio), Path(frames), out, clip_id=cid)})
-            for cid, audio, frames in increment.select(ID, "audio_path", "frames_path").iter_rows()
+            _with_content_hashes({ID: cid, **crop(Path(video), out, clip_id=cid)})
+            for cid, video in increment.select(ID, "video_path").iter_rows()
         ]
+        _took(context, "video/crop", started, len(results))
         return _frame(
             results,
             ID,
@@ -224,13 +228,15 @@ def build_assets(
         automation_condition=automation_condition,
     )
     def vision_faces(context: dg.AssetExecutionContext, increment: pl.DataFrame) -> pl.DataFrame:
-        """Face boxes found in the cropped frames (reads the crop's frames only)."""
-        context.log.info(describe_increment("vision/faces", increment))
+        """Face boxes found by OpenCV's Haar cascade in the cropped frames (reads the crop's
+        frames only)."""
+        started = _start(context, "vision/faces", increment)
         out = output_dir(data_dir, "faces")
         results = [
             {ID: cid, **detect_faces(Path(frames), out, clip_id=cid)}
             for cid, frames in increment.select(ID, "crop_frames_path").iter_rows()
         ]
+        _took(context, "vision/faces", started, len(results))
         return _frame(results, ID, "faces_path", "n_faces")
 
     @metaxy_asset(
@@ -247,13 +253,15 @@ def build_assets(
     def audio_features_asset(
         context: dg.AssetExecutionContext, increment: pl.DataFrame
     ) -> pl.DataFrame:
-        """RMS energy and dominant frequency of each clip's audio (reads the audio only)."""
-        context.log.info(describe_increment("audio/features", increment))
+        """MFCCs, RMS energy and dominant frequency of each clip's audio (reads the audio
+        only)."""
+        started = _start(context, "audio/features", increment)
         out = output_dir(data_dir, "features")
         results = [
-            {ID: cid, **audio_features(Path(audio), out, clip_id=cid)}
-            for cid, audio in increment.select(ID, "audio_path").iter_rows()
+            {ID: cid, **audio_features(Path(video), out, clip_id=cid)}
+            for cid, video in increment.select(ID, "video_path").iter_rows()
         ]
+        _took(context, "audio/features", started, len(results))
         return _frame(results, ID, "features_path", "rms", "dominant_hz")
 
     @metaxy_asset(
@@ -279,15 +287,16 @@ def build_assets(
         message: the other clips are written, and that one is not tried again until its audio
         changes.
         """
-        context.log.info(describe_increment("audio/transcript", increment))
+        started = _start(context, "audio/transcript", increment)
         out = output_dir(data_dir, "transcript")
         results: list[dict[str, object]] = []
         failed: list[dict[str, object]] = []
-        for cid, audio in increment.select(ID, "audio_path").iter_rows():
+        for cid, video in increment.select(ID, "video_path").iter_rows():
             try:
-                results.append({ID: cid, **speech_model.transcribe(Path(audio), out, clip_id=cid)})
+                results.append({ID: cid, **speech_model.transcribe(Path(video), out, clip_id=cid)})
             except NoSpeechError as exc:
                 failed.append({ID: cid, "error": str(exc)})
+        _took(context, "audio/transcript", started, len(results), failed=len(failed))
         if config.log_text:
             for result in results:
                 context.log.info(
@@ -323,7 +332,7 @@ def build_assets(
         The file covers all current clips (read from the store); the rows written are those of
         the clips whose transcript, faces or features changed, each pointing at the new file.
         """
-        context.log.info(describe_increment("train/manifest", increment))
+        started = _start(context, "train/manifest", increment)
         # The store resource, by parameter, over the graph of the features the manifest reads.
         store = metaxy_store.get_store(feature_graph([train_manifest]))
         parts = {
@@ -336,6 +345,7 @@ def build_assets(
         path = output_dir(data_dir, "manifest") / f"train-{context.run.run_id}.jsonl"
         build_manifest(rows.sort(ID), path)
         context.log.info(f"train/manifest: wrote {rows.height} clip(s) to {path}")
+        _took(context, "train/manifest", started, increment.height)
         return increment.select(ID).with_columns(
             manifest_path=pl.lit(str(path)), manifest_clips=pl.lit(rows.height, pl.Int64)
         )
@@ -353,6 +363,27 @@ def build_assets(
         audio_transcript,
         train_manifest,
     ]
+
+
+def _start(context: dg.AssetExecutionContext, feature: str, increment: pl.DataFrame) -> float:
+    """Log what a step is given (:func:`describe_increment`); returns its start time."""
+    context.log.info(describe_increment(feature, increment))
+    return time.perf_counter()
+
+
+def _took(
+    context: dg.AssetExecutionContext,
+    feature: str,
+    started: float,
+    clips: int,
+    *,
+    failed: int = 0,
+    verb: str = "computed",
+) -> None:
+    """Log a step's time: ``audio/transcript: computed 3 clip(s) (0 failed) in 0.42 s``."""
+    seconds = time.perf_counter() - started
+    failures = f" ({failed} failed)" if failed else ""
+    context.log.info(f"{feature}: {verb} {clips} clip(s){failures} in {seconds:.2f} s")
 
 
 def _with_content_hashes(result: dict[str, object]) -> dict[str, object]:

@@ -1,38 +1,49 @@
-"""Per-clip steps of the example pipeline: small, CPU-only, deterministic numpy stand-ins.
+"""Per-clip steps of the example pipeline, with real models whose weights ship in their wheels.
 
-Each step is a pure function from input files to output files plus a small metadata dict.
-Outputs are named after the clip (``<out_dir>/<clip_id>.<ext>``); by convention ``out_dir`` is
+- :func:`crop`: decode the MP4 (PyAV): every ``FRAME_STEP``-th frame, center-cropped to a
+  square, and the audio track as 16 kHz mono WAV;
+- :func:`detect_faces`: OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``
+  (bundled in ``opencv-python-headless``, ``cv2.data.haarcascades``);
+- :func:`audio_features`: MFCCs, RMS energy and the dominant frequency (numpy and scipy);
+- :func:`transcribe`: PocketSphinx's bundled US English acoustic model and dictionary,
+  decoding against the sentence grammar of the clips (:data:`~example_project.media.GRAMMAR`);
+- :func:`build_manifest`: the training manifest (JSONL).
+
+Each step is a function from input files to output files plus a small metadata dict. Outputs
+are named after the clip (``<out_dir>/<clip_id>.<ext>``); by convention ``out_dir`` is
 ``<data_dir>/outputs/<step>`` (see :func:`output_dir`). The same input bytes always give the
 same output bytes, and every output file is written atomically.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import wave
 from pathlib import Path
 from typing import Any, TypedDict
 
+import cv2
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
 from example_project.media import (
-    AUDIO_FILE,
-    FACE_SIZE,
-    FRAMES_FILE,
-    N_SEGMENTS,
-    TONE_BASE_HZ,
-    TONE_STEP_HZ,
-    VOCABULARY,
+    FRAME_SIZE,
+    GRAMMAR,
+    SAMPLE_RATE,
+    VIDEO_FILE,
     atomic_write,
-    read_wav,
-    write_wav,
+    read_audio,
+    read_frames,
 )
 
 __all__ = [
-    "CROP_AUDIO_S",
+    "CROP_LEFT",
     "CROP_SIZE",
-    "FACE_THRESHOLD",
+    "FACE_CASCADE",
+    "FRAME_STEP",
     "AudioFeatures",
     "CropResult",
     "FacesResult",
@@ -42,24 +53,28 @@ __all__ = [
     "build_manifest",
     "crop",
     "detect_faces",
+    "mfcc",
     "output_dir",
+    "read_wav",
     "transcribe",
+    "wav_bytes",
 ]
 
-CROP_SIZE = 16
-"""Side of the center crop of the frames, in pixels."""
-CROP_AUDIO_S = 0.5
-"""Seconds of audio kept by :func:`crop`."""
-FACE_THRESHOLD = 180.0
-"""Minimum mean luminance (0..255) of a box for it to count as a face."""
+CROP_SIZE = FRAME_SIZE[1]
+"""Side of the center square of the frames that :func:`crop` keeps, in pixels."""
+CROP_LEFT = (FRAME_SIZE[0] - CROP_SIZE) // 2
+FRAME_STEP = 5
+""":func:`crop` keeps every 5th frame (2 per second of a 10 fps video)."""
+FACE_CASCADE = "haarcascade_frontalface_default.xml"
+_MIN_FACE = 40
+_SILENCE_RMS = 1e-4
+"""Below this RMS (full scale 1.0) a track holds no speech to decode."""
+_N_MELS = 26
+_N_MFCC = 13
 
 
 class NoSpeechError(ValueError):
     """The speech model rejects a clip: its audio track is silent."""
-
-
-_LUMA = np.array([299, 587, 114], dtype=np.int64)
-"""Rec. 601 luma weights times 1000 (integers keep the box sums exact)."""
 
 
 class CropResult(TypedDict):
@@ -98,11 +113,11 @@ def output_dir(data_dir: Path, step: str) -> Path:
 
 
 def _clip_name(path: Path, clip_id: str | None) -> str:
-    """The clip an input belongs to: ``clips/<id>/audio.wav`` or ``<step>/<id>.<ext>``."""
+    """The clip an input belongs to: ``clips/<id>/video.mp4`` or ``<step>/<id>.<ext>``."""
     if clip_id is not None:
         return clip_id
     path = Path(path)
-    return path.parent.name if path.name in (AUDIO_FILE, FRAMES_FILE) else path.stem
+    return path.parent.name if path.name == VIDEO_FILE else path.stem
 
 
 def _target(out_dir: Path, name: str, suffix: str) -> Path:
@@ -114,42 +129,57 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def wav_bytes(samples: NDArray[np.int16]) -> bytes:
+    """Mono int16 samples at ``SAMPLE_RATE`` as the bytes of a WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(np.asarray(samples, dtype="<i2").tobytes())
+    return buffer.getvalue()
+
+
+def read_wav(path: Path) -> NDArray[np.int16]:
+    """The samples of a mono 16-bit WAV file written by :func:`crop`."""
+    with wave.open(str(path), "rb") as wav:
+        data = wav.readframes(wav.getnframes())
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
 def _load_frames(path: Path) -> NDArray[np.uint8]:
     frames = np.load(path, allow_pickle=False)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    if frames.ndim != 3 or frames.dtype != np.uint8:
         raise ValueError(
-            f"{path}: expected uint8 frames of shape (n, height, width, 3), "
+            f"{path}: expected uint8 grey frames of shape (n, height, width), "
             f"got {frames.dtype} {frames.shape}"
         )
     return np.asarray(frames, dtype=np.uint8)
 
 
-def crop(
-    audio_path: Path, frames_path: Path, out_dir: Path, *, clip_id: str | None = None
-) -> CropResult:
-    """Center-crop the frames to ``CROP_SIZE`` square and keep the first ``CROP_AUDIO_S``.
+def crop(video_path: Path, out_dir: Path, *, clip_id: str | None = None) -> CropResult:
+    """Decode a clip: every ``FRAME_STEP``-th frame, center-cropped to ``CROP_SIZE`` square and
+    in grey levels (``<clip_id>.npy``), and the audio track (``<clip_id>.wav``, 16 kHz mono).
 
     Args:
-        audio_path: The clip's WAV file.
-        frames_path: The clip's ``.npy`` frames.
-        out_dir: Where ``<clip_id>.npy`` and ``<clip_id>.wav`` are written.
+        video_path: The clip's MP4 file.
+        out_dir: Where the two outputs are written.
         clip_id: Output name; by default taken from the input path.
 
     Returns:
-        The two output paths and the number of frames.
+        The two output paths and the number of frames kept.
     """
-    name = _clip_name(frames_path, clip_id)
-    frames = _load_frames(frames_path)
-    height, width = frames.shape[1:3]
-    if height < CROP_SIZE or width < CROP_SIZE:
-        raise ValueError(f"{frames_path}: frames {height}x{width} are smaller than {CROP_SIZE}")
-    top, left = (height - CROP_SIZE) // 2, (width - CROP_SIZE) // 2
-    cropped = np.ascontiguousarray(frames[:, top : top + CROP_SIZE, left : left + CROP_SIZE])
-    samples, rate = read_wav(audio_path)
+    name = _clip_name(video_path, clip_id)
+    grey = [
+        cv2.cvtColor(frame[:, CROP_LEFT : CROP_LEFT + CROP_SIZE], cv2.COLOR_RGB2GRAY)
+        for frame in read_frames(video_path, every=FRAME_STEP)
+    ]
+    cropped = np.stack(grey).astype(np.uint8)
     frames_out = _target(out_dir, name, ".npy")
     audio_out = _target(out_dir, name, ".wav")
     atomic_write(frames_out, lambda fh: np.save(fh, cropped, allow_pickle=False))
-    write_wav(audio_out, samples[: int(rate * CROP_AUDIO_S)], rate)
+    wav = wav_bytes(read_audio(video_path))
+    atomic_write(audio_out, lambda fh: fh.write(wav))
     return {
         "crop_frames_path": str(frames_out),
         "crop_audio_path": str(audio_out),
@@ -157,42 +187,44 @@ def crop(
     }
 
 
-def detect_faces(frames_path: Path, out_dir: Path, *, clip_id: str | None = None) -> FacesResult:
-    """Find the brightest ``FACE_SIZE`` box of each frame (a stand-in for face detection).
+@functools.cache
+def _cascade() -> cv2.CascadeClassifier:
+    folder = cv2.data.haarcascades  # type: ignore[attr-defined]  # cv2's stubs omit cv2.data
+    return cv2.CascadeClassifier(str(Path(folder) / FACE_CASCADE))
 
-    The box is the argmax of the box-filtered luminance (integral image, all frames at once);
-    a box is a face when its mean luminance reaches ``FACE_THRESHOLD``. Writes
-    ``<clip_id>.json`` with one box per detected face.
+
+def detect_faces(
+    frames_path: Path, out_dir: Path, *, clip_id: str | None = None, first_frame: int = 0
+) -> FacesResult:
+    """Detect faces in the cropped frames with OpenCV's frontal-face Haar cascade.
+
+    Writes ``<clip_id>.json``: one box per face, in the coordinates of the full video frame
+    (``frame`` is the index in the video: ``first_frame`` is that of the first frame given),
+    for comparing with where the face really is.
 
     Returns:
-        The JSON path and the number of faces (at most one per frame).
+        The JSON path and the number of faces found over all frames.
     """
     name = _clip_name(frames_path, clip_id)
     frames = _load_frames(frames_path)
-    n, height, width = frames.shape[:3]
-    box = min(FACE_SIZE, height, width)
-    luma = frames.astype(np.int64) @ _LUMA  # (n, h, w), luminance x 1000
-    integral = np.zeros((n, height + 1, width + 1), dtype=np.int64)
-    integral[:, 1:, 1:] = luma.cumsum(axis=1).cumsum(axis=2)
-    sums = (
-        integral[:, box:, box:]
-        - integral[:, :-box, box:]
-        - integral[:, box:, :-box]
-        + integral[:, :-box, :-box]
-    )  # (n, h - box + 1, w - box + 1): box sum at each top-left corner
-    flat = sums.reshape(n, -1)
-    best = flat.argmax(axis=1)
-    ys, xs = np.divmod(best, sums.shape[2])
-    scores = flat[np.arange(n), best] / (1000.0 * box * box)
-    boxes = [
-        {"frame": i, "x": int(x), "y": int(y), "w": box, "h": box, "score": round(float(s), 3)}
-        for i, (x, y, s) in enumerate(zip(xs, ys, scores, strict=True))
-        if s >= FACE_THRESHOLD
-    ]
+    boxes: list[dict[str, int]] = []
+    for i, frame in enumerate(frames):
+        found = _cascade().detectMultiScale(
+            frame, scaleFactor=1.1, minNeighbors=5, minSize=(_MIN_FACE, _MIN_FACE)
+        )
+        boxes.extend(
+            {
+                "frame": first_frame + i * FRAME_STEP,
+                "x": int(x) + CROP_LEFT,
+                "y": int(y),
+                "w": int(w),
+                "h": int(h),
+            }
+            for x, y, w, h in found
+        )
     path = _target(out_dir, name, ".json")
     _write_json(
-        path,
-        {"clip_id": name, "n_frames": n, "threshold": FACE_THRESHOLD, "boxes": boxes},
+        path, {"clip_id": name, "model": FACE_CASCADE, "n_frames": len(frames), "boxes": boxes}
     )
     return {"faces_path": str(path), "n_faces": len(boxes)}
 
@@ -202,66 +234,94 @@ def _to_float(samples: NDArray[np.int16]) -> NDArray[np.float64]:
     return scaled
 
 
-def audio_features(audio_path: Path, out_dir: Path, *, clip_id: str | None = None) -> AudioFeatures:
-    """RMS energy and dominant frequency (numpy FFT) of a clip's audio; writes ``.json``.
+def mfcc(samples: NDArray[np.float64], rate: int = SAMPLE_RATE) -> NDArray[np.float64]:
+    """Mel-frequency cepstral coefficients: (frames, 13), 25 ms windows every 10 ms.
+
+    The textbook recipe (pre-emphasis, Hamming window, power spectrum, 26 triangular mel
+    filters, log, DCT-II), in a few lines of numpy and scipy rather than a dependency on an
+    audio library and its numba toolchain.
+    """
+    from scipy.fft import dct
+
+    width, hop = int(0.025 * rate), int(0.010 * rate)
+    x = np.append(samples[:1], samples[1:] - 0.97 * samples[:-1])
+    if x.size < width:
+        x = np.pad(x, (0, width - x.size))
+    starts = np.arange(0, x.size - width + 1, hop)
+    windows = x[starts[:, None] + np.arange(width)] * np.hamming(width)
+    n_fft = 512
+    power = np.abs(np.fft.rfft(windows, n_fft)) ** 2 / n_fft
+    mel = np.linspace(0.0, 2595.0 * np.log10(1.0 + (rate / 2) / 700.0), _N_MELS + 2)
+    bins = np.floor((n_fft + 1) * (700.0 * (10.0 ** (mel / 2595.0) - 1.0)) / rate).astype(int)
+    filters = np.zeros((_N_MELS, n_fft // 2 + 1))
+    for m in range(1, _N_MELS + 1):
+        left, centre, right = bins[m - 1], bins[m], bins[m + 1]
+        filters[m - 1, left:centre] = (np.arange(left, centre) - left) / max(centre - left, 1)
+        filters[m - 1, centre:right] = (right - np.arange(centre, right)) / max(right - centre, 1)
+    energies = np.log(np.maximum(power @ filters.T, np.finfo(np.float64).eps))
+    coefficients: NDArray[np.float64] = dct(energies, type=2, axis=1, norm="ortho")[:, :_N_MFCC]
+    return coefficients
+
+
+def audio_features(video_path: Path, out_dir: Path, *, clip_id: str | None = None) -> AudioFeatures:
+    """MFCCs (``<clip_id>.npy``, frames x 13), RMS energy and dominant frequency of a clip's
+    audio track.
 
     Returns:
-        The JSON path, the RMS (full scale = 1.0) and the dominant frequency in Hz.
+        The MFCC path, the RMS (full scale = 1.0) and the dominant frequency in Hz.
     """
-    name = _clip_name(audio_path, clip_id)
-    samples, rate = read_wav(audio_path)
-    x = _to_float(samples)
+    name = _clip_name(video_path, clip_id)
+    x = _to_float(read_audio(video_path))
     rms = round(float(np.sqrt(np.mean(x * x))), 6) if x.size else 0.0
     dominant_hz = 0.0
     if x.size > 1:
         spectrum = np.abs(np.fft.rfft(x))
         spectrum[0] = 0.0  # ignore DC
-        dominant_hz = round(float(np.argmax(spectrum)) * rate / x.size, 3)
-    path = _target(out_dir, name, ".json")
-    _write_json(
-        path,
-        {
-            "clip_id": name,
-            "sample_rate": rate,
-            "n_samples": int(x.size),
-            "duration_s": round(x.size / rate, 6),
-            "rms": rms,
-            "dominant_hz": dominant_hz,
-        },
-    )
+        dominant_hz = round(float(np.argmax(spectrum)) * SAMPLE_RATE / x.size, 3)
+    coefficients = np.round(mfcc(x), 6).astype(np.float32)
+    path = _target(out_dir, name, ".npy")
+    atomic_write(path, lambda fh: np.save(fh, coefficients, allow_pickle=False))
     return {"features_path": str(path), "rms": rms, "dominant_hz": dominant_hz}
 
 
-def transcribe(audio_path: Path, out_dir: Path, *, clip_id: str | None = None) -> TranscriptResult:
-    """A deterministic transcript stand-in: one word per quarter of the audio.
+_JSGF = "#JSGF V1.0;\ngrammar clips;\npublic <sentence> = {};\n".format(
+    " ".join("(" + " | ".join(slot) + ")" for slot in GRAMMAR)
+)
+"""The clips' sentences as a JSGF grammar: PocketSphinx decodes against it, not a free LM."""
 
-    Each of ``N_SEGMENTS`` equal windows maps its dominant frequency within the vocabulary
-    band to the nearest word of ``VOCABULARY`` (word ``i`` = ``200 + 100 * i`` Hz). Writes
-    ``<clip_id>.txt``.
+
+@functools.cache
+def _decoder() -> Any:  # pocketsphinx ships no type information
+    from pocketsphinx import Decoder  # its en-us model is inside the wheel
+
+    decoder = Decoder(lm=None, loglevel="FATAL")
+    decoder.add_jsgf_string("clips", _JSGF)
+    decoder.activate_search("clips")
+    return decoder
+
+
+def transcribe(video_path: Path, out_dir: Path, *, clip_id: str | None = None) -> TranscriptResult:
+    """Speech to text with PocketSphinx (the en-us model in its wheel); writes ``.txt``.
 
     Returns:
         The transcript path and its text.
 
     Raises:
-        NoSpeechError: the audio is silent (an empty track), as a real model rejects it.
+        NoSpeechError: the audio track is silent, or the model hears no sentence in it.
     """
-    name = _clip_name(audio_path, clip_id)
-    samples, rate = read_wav(audio_path)
-    if not samples.any():
-        raise NoSpeechError(f"no speech in {name}: its audio track is silent ({audio_path.name})")
-    width = samples.size // N_SEGMENTS
-    words: list[str] = []
-    if width > 1:
-        windows = _to_float(samples[: width * N_SEGMENTS]).reshape(N_SEGMENTS, width)
-        spectrum = np.abs(np.fft.rfft(windows, axis=1))
-        freqs = np.fft.rfftfreq(width, d=1.0 / rate)
-        low = TONE_BASE_HZ - TONE_STEP_HZ / 2
-        high = TONE_BASE_HZ + (len(VOCABULARY) - 0.5) * TONE_STEP_HZ
-        spectrum[:, (freqs < low) | (freqs >= high)] = 0.0
-        peak_hz = freqs[spectrum.argmax(axis=1)]
-        index = np.clip(np.rint((peak_hz - TONE_BASE_HZ) / TONE_STEP_HZ), 0, len(VOCABULARY) - 1)
-        words = [VOCABULARY[int(i)] for i in index]
-    text = " ".join(words)
+    name = _clip_name(video_path, clip_id)
+    samples = read_audio(video_path)
+    x = _to_float(samples)
+    if not x.size or float(np.sqrt(np.mean(x * x))) < _SILENCE_RMS:
+        raise NoSpeechError(f"no speech in {name}: its audio track is silent ({VIDEO_FILE})")
+    decoder = _decoder()
+    decoder.start_utt()
+    decoder.process_raw(samples.astype("<i2").tobytes(), full_utt=True)
+    decoder.end_utt()
+    hypothesis = decoder.hyp()
+    text = hypothesis.hypstr if hypothesis is not None else ""
+    if not text:
+        raise NoSpeechError(f"no speech in {name}: the model heard no sentence ({VIDEO_FILE})")
     path = _target(out_dir, name, ".txt")
     atomic_write(path, lambda fh: fh.write((text + "\n").encode()))
     return {"transcript_path": str(path), "text": text}

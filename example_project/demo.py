@@ -43,7 +43,7 @@ __all__ = ["DAGSTER_YAML", "DEFAULT_CLIPS", "SILENT_CLIP", "dagster_command", "m
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: the working directory of the code location."""
 DEFAULT_HOME = Path(__file__).resolve().parent / ".dagster_home"
-DEFAULT_CLIPS = 24
+DEFAULT_CLIPS = 12
 """Clips generated when the data folder has none."""
 SILENT_CLIP = clip_id(7)
 """The generated clip whose audio track is silent: the speech model rejects it, and the

@@ -4,8 +4,9 @@ Usage::
 
     python -m example_project.edit {add,audio,frames,remove} --count K [--data-dir DIR]
 
-``add`` creates K new clips after the highest id; ``audio`` / ``frames`` rewrite that part of
-the first K clips (each edit gives new content); ``remove`` deletes the last K clips. The data
+``add`` creates K new clips after the highest id; ``audio`` / ``frames`` give that track of
+the first K clips new content (a new sentence; the face on a new path), the other track's
+bytes unchanged; ``remove`` deletes the last K clips. The data
 directory defaults to ``example_project/data`` (or ``$METAXY_EXAMPLE_DATA``).
 """
 
@@ -24,8 +25,7 @@ from example_project.media import (
     generate_clips,
     list_clips,
     read_versions,
-    write_audio,
-    write_frames,
+    write_clip,
     write_versions,
 )
 
@@ -51,23 +51,23 @@ def add_clips(count: int, data_dir: Path | None = None) -> list[str]:
 
 
 def _edit(field: str, count: int, data_dir: Path | None) -> list[str]:
-    """Bump ``field``'s edit version of the first ``count`` clips and rewrite that file."""
+    """Bump ``field``'s edit version of the first ``count`` clips and rewrite their videos.
+
+    Both tracks are encoded again; the other one comes out byte-identical.
+    """
     _check_count(count)
     root = default_data_dir() if data_dir is None else Path(data_dir)
     edited = list_clips(root)[:count]
     for cid in edited:
         versions = read_versions(root, cid)
-        versions[field] += 1
-        if field == "audio":
-            write_audio(root, cid, versions[field])
-        else:
-            write_frames(root, cid, versions[field])
+        versions[field] = max(versions[field], 0) + 1  # a silenced track gets speech again
+        write_clip(root, cid, versions)
         write_versions(root, cid, versions)
     return edited
 
 
 def edit_audio(count: int, data_dir: Path | None = None) -> list[str]:
-    """Rewrite the audio of the first ``count`` clips with new content (frames untouched).
+    """Give the first ``count`` clips a new sentence in their audio track (frames untouched).
 
     Returns:
         The edited clip ids.
@@ -76,7 +76,7 @@ def edit_audio(count: int, data_dir: Path | None = None) -> list[str]:
 
 
 def edit_frames(count: int, data_dir: Path | None = None) -> list[str]:
-    """Rewrite the frames of the first ``count`` clips with new content (audio untouched).
+    """Move the face of the first ``count`` clips along a new path (audio untouched).
 
     Returns:
         The edited clip ids.

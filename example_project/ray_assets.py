@@ -55,10 +55,10 @@ def _results(batch: pa.Table, rows: list[dict[str, object]]) -> pa.Table:
 def crop_batch(batch: pa.Table, *, data_dir: str) -> pa.Table:
     """Crop every clip of a batch of the ``video/crop`` increment (runs on a Ray worker)."""
     out = output_dir(Path(data_dir), "crop")
-    clips = batch.select([ID, "audio_path", "frames_path"]).to_pylist()
+    clips = batch.select([ID, "video_path"]).to_pylist()
     rows: list[dict[str, object]] = []
     for r in clips:
-        result = crop(Path(r["audio_path"]), Path(r["frames_path"]), out, clip_id=r[ID])
+        result = crop(Path(r["video_path"]), out, clip_id=r[ID])
         # A content hash of each output file is its field's data version, as in-process.
         rows.append(
             {
@@ -132,7 +132,7 @@ def build_ray_assets(data_dir: Path, *, blocks: int | None = None) -> list[dg.As
         increment: pl.DataFrame,
         metaxy_store: MetaxyStoreResource,
     ) -> pl.DataFrame:
-        """Center-cropped frames and the first half second of audio of each clip, on Ray."""
+        """Each clip decoded: center-cropped grey frames and the audio track, on Ray."""
         return on_ray(context, metaxy_store, video_crop, crop_batch)
 
     @metaxy_asset(

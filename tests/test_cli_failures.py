@@ -10,7 +10,7 @@ from example_project.media import silence_audio
 from tests.test_cli import Example, fresh_env, project, run  # noqa: F401  # fixtures
 
 SILENT = "clip-0002"
-MESSAGE = "no speech in clip-0002: its audio track is silent (audio.wav)"
+MESSAGE = "no speech in clip-0002: its audio track is silent (video.mp4)"
 
 
 def _status() -> dict[str, dict[str, object]]:

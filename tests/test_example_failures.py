@@ -35,7 +35,7 @@ def test_the_silent_clip_fails_its_transcript_only(tmp_path: Path) -> None:
     assert result.success
     meta = _metadata(result, "audio/transcript")
     assert (meta["metaxy/new"], meta["metaxy/failed"], meta["metaxy/rows_written"]) == (N, 1, N - 1)
-    message = "no speech in clip-0007: its audio track is silent (audio.wav)"
+    message = "no speech in clip-0007: its audio track is silent (video.mp4)"
     assert f"| clip-0007 | {message} |" in str(meta["metaxy/failed_preview"])
 
     store = DuckDBMetadataStore(feature_graph(assets), tmp_path / "metaxy.duckdb")
@@ -60,9 +60,16 @@ def test_the_silent_clip_fails_its_transcript_only(tmp_path: Path) -> None:
 
 def test_the_demo_generates_the_silent_clip(tmp_path: Path) -> None:
     from example_project import demo
-    from example_project.media import read_wav
+    from example_project.media import read_audio, stream_hashes
 
-    demo.prepare(tmp_path / "home", tmp_path / "data", clips=8)
-    silent, _ = read_wav(tmp_path / "data" / "clips" / SILENT_CLIP / "audio.wav")
-    loud, _ = read_wav(tmp_path / "data" / "clips" / "clip-0006" / "audio.wav")
-    assert (silent.size, bool(silent.any()), bool(loud.any())) == (16_000, False, True)
+    data = tmp_path / "data"
+    demo.prepare(tmp_path / "home", data, clips=8)
+    silent = read_audio(data / "clips" / SILENT_CLIP / "video.mp4")
+    loud = read_audio(data / "clips" / "clip-0006" / "video.mp4")
+    assert (silent.size == loud.size, bool(silent.any()), bool(loud.any())) == (True, False, True)
+    # Only its audio track was silenced: its frames are those every clip-0007 has.
+    generate_clips(tmp_path / "fresh", 1, start=7)
+    assert (
+        stream_hashes(data / "clips" / SILENT_CLIP / "video.mp4")["frames"]
+        == stream_hashes(tmp_path / "fresh" / "clips" / SILENT_CLIP / "video.mp4")["frames"]
+    )

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,8 @@ import yaml  # type: ignore[import-untyped]  # PyYAML (a Dagster dependency) shi
 from example_project import demo
 from example_project.assets import FEATURES, GROUP, SpeechModel, build_assets, build_resources
 from example_project.edit import edit_audio, edit_frames, remove_clips
-from example_project.media import DATA_DIR_ENV, generate_clips
+from example_project.media import DATA_DIR_ENV, face_boxes, generate_clips, spoken_text
+from example_project.quality import iou, word_error_rate
 from metaxy_core import DuckDBMetadataStore, columns
 from metaxy_dagster import asset_key, feature_graph
 
@@ -29,6 +33,19 @@ CLIPS = [f"clip-{i:04d}" for i in range(N)]
 EDITED = CLIPS[:3]
 AUDIO_BRANCH = ("video/crop", "audio/features", "audio/transcript", "train/manifest")
 FRAMES_BRANCH = ("video/crop", "vision/faces", "train/manifest")
+MIN_IOU = 0.7
+MAX_WER = 0.15
+_SOURCE: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def source_clips(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The six clips, generated once for the module; each test gets a copy."""
+    root = tmp_path_factory.mktemp("source")
+    assert generate_clips(root, N) == CLIPS
+    _SOURCE[:] = [root]
+    yield
+    _SOURCE.clear()
 
 
 class Example:
@@ -37,7 +54,7 @@ class Example:
     def __init__(self, tmp_path: Path, instance: dg.DagsterInstance) -> None:
         self.data_dir = tmp_path / "data"
         self.store_path = tmp_path / "metaxy.duckdb"
-        assert generate_clips(self.data_dir, N) == CLIPS
+        shutil.copytree(_SOURCE[0] / "clips", self.data_dir / "clips")
         self.assets = build_assets(self.data_dir)
         self.instance = instance
 
@@ -100,6 +117,25 @@ def test_first_run_computes_every_clip_in_every_asset(
     assert ex.logged(result, "video/crop: computing") == [
         f"video/crop: computing {N} clip(s): {N} new, 0 stale (stale fields: none): {everyone}"
     ]
+
+    # Each step logged its time.
+    for feature in FEATURES[1:]:
+        (took,) = ex.logged(result, f"{feature}: computed")
+        assert re.fullmatch(rf"{feature}: computed {N} clip\(s\) in \d+\.\d\d s", took), took
+
+    # Acceptance 1, in process: the Haar cascade found the face where it is in every kept
+    # frame, and PocketSphinx heard the spoken sentences.
+    for path in ex.store().read("vision/faces")["faces_path"]:
+        report = json.loads(Path(path).read_text())
+        truth = face_boxes(report["clip_id"])
+        overlaps = [
+            iou((b["x"], b["y"], b["w"], b["h"]), truth[b["frame"]]) for b in report["boxes"]
+        ]
+        assert len(overlaps) == report["n_frames"] == 7, report
+        assert min(overlaps) >= MIN_IOU, (report["clip_id"], overlaps)
+    heard = dict(ex.store().read("audio/transcript").select("clip_id", "text").iter_rows())
+    rates = [word_error_rate(spoken_text(cid), heard[cid]) for cid in CLIPS]
+    assert sum(rates) / N <= MAX_WER, (heard, rates)
 
     # Every step wrote its files, and the store points at them.
     outputs = ex.data_dir / "outputs"
