@@ -180,13 +180,6 @@ class SparkEngine(SqlEngine):
     def _ordered_concat(self, expr: str, order: str, separator: str) -> str:
         return f"array_join({self._ordered_list(expr, order)}, {separator})"
 
-    def _semi(self, left: str, right: str, keys: Sequence[str], *, anti: bool) -> str:
-        how = "LEFT ANTI" if anti else "LEFT SEMI"
-        using = ", ".join(map(quote, keys))
-        return (
-            f"(SELECT * FROM {left} AS __metaxy_l {how} JOIN {right} AS __metaxy_r USING ({using}))"
-        )
-
     def _except(self, relation: str, columns: Sequence[str]) -> str:
         kept = [quote(n) for n in self._types(f"SELECT * FROM {relation}") if n not in columns]
         return f"SELECT {', '.join(kept)} FROM {relation}"

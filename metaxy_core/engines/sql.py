@@ -132,10 +132,15 @@ class SqlEngine(ABC):
     def _ordered_concat(self, expr: str, order: str, separator: str) -> str:
         """Aggregate: the texts ``expr`` of a group's rows, ordered by ``order``, joined."""
 
-    @abstractmethod
     def _semi(self, left: str, right: str, keys: Sequence[str], *, anti: bool) -> str:
         """SQL of the rows of relation ``left`` with (``anti``: without) a match in ``right``
-        on ``keys``; ``left``'s columns only."""
+        on ``keys``; ``left``'s columns only (``LEFT SEMI``/``LEFT ANTI`` joins, as Spark and
+        ClickHouse write them)."""
+        how = "LEFT ANTI" if anti else "LEFT SEMI"
+        using = ", ".join(map(quote, keys))
+        return (
+            f"(SELECT * FROM {left} AS __metaxy_l {how} JOIN {right} AS __metaxy_r USING ({using}))"
+        )
 
     @abstractmethod
     def _except(self, relation: str, columns: Sequence[str]) -> str:
