@@ -8,7 +8,7 @@ sequences unique, no lock file (commits per second).
                            [--s3-endpoint http://127.0.0.1:8333]
 
 ``--s3-endpoint`` uses an S3 server already running (e.g. ``weed server -s3`` of SeaweedFS)
-instead of starting moto's (``metaxy_core.testing.local_s3_server``); its bucket
+instead of starting moto's (``bench.s3_server.local_s3_server``); its bucket
 ``metaxy-bench`` is created if absent.
 
 Prints a table and writes bench/results/stores.json. Each figure is the best of ``--rounds``
@@ -32,8 +32,8 @@ from pathlib import Path
 import boto3
 import polars as pl
 
+from bench.s3_server import local_s3_server
 from metaxy_core import FeatureGraph, FeatureSpec, MetadataStore, open_store
-from metaxy_core.testing import local_s3_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stores.json"
 GRAPH = FeatureGraph(

@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import os
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +28,6 @@ __all__ = [
     "S3_BUCKET_VARIABLE",
     "STORE_KINDS",
     "assert_same_rows",
-    "local_s3_server",
     "make_store",
     "root_samples",
 ]
@@ -112,48 +109,3 @@ def root_samples(
 def assert_same_rows(left: pl.DataFrame, right: pl.DataFrame, *, by: Sequence[str]) -> None:
     """Assert two frames hold the same rows, whatever their order."""
     polars.testing.assert_frame_equal(left.sort(by), right.sort(by), check_column_order=False)
-
-
-@contextmanager
-def local_s3_server() -> Iterator[str]:
-    """A real S3 server (moto's, over HTTP on 127.0.0.1, a free port, in a thread of this
-    process) for tests and benchmarks; yields its endpoint. Needs ``moto[server]``.
-
-    moto checks ``If-None-Match: *`` and stores the object in two steps, so two threads of its
-    server could both create one key, and two Delta commits of one version would both
-    succeed, the later overwriting the earlier. Conditional PUTs are served one at a time
-    here, as S3 does them atomically.
-    """
-    import logging
-
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    app = _AtomicConditionalPuts(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
-class _AtomicConditionalPuts:
-    """A WSGI app serving the PUTs with ``If-None-Match`` of ``app`` one at a time."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
-            with self.lock:
-                return list(self.app(environ, start_response))
-        return self.app(environ, start_response)

@@ -16,8 +16,9 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from bench.s3_server import local_s3_server  # noqa: E402
 from metaxy_core import FeatureGraph, FeatureSpec  # noqa: E402
-from metaxy_core.testing import S3_BUCKET_VARIABLE, local_s3_server  # noqa: E402
+from metaxy_core.testing import S3_BUCKET_VARIABLE  # noqa: E402
 from tests.reference import reference_graph as _reference_graph  # noqa: E402
 from tests.reference import reference_specs as _reference_specs  # noqa: E402
 
@@ -52,7 +53,7 @@ S3_BUCKET = "metaxy-tests"
 
 @pytest.fixture(scope="session", autouse=True)
 def s3_server(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """A real S3 server (:func:`~metaxy_core.testing.local_s3_server`) for the session's
+    """A real S3 server (:func:`bench.s3_server.local_s3_server`) for the session's
     ``delta-s3`` stores and S3 tests, started only when one was collected; its endpoint,
     credentials and bucket go to the ``AWS_*`` and ``METAXY_TEST_S3_BUCKET`` variables, which
     ``make_store("delta-s3", ...)`` and child processes read. Yields the endpoint."""
