@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from example_project.assets import FEATURES, GROUP  # noqa: E402
-from example_project.demo import SILENT_CLIP  # noqa: E402
+from example_project.demo import DEFAULT_CLIPS, SILENT_CLIP  # noqa: E402
 from example_project.devserver import DevServer  # noqa: E402
 from example_project.edit import edit_audio  # noqa: E402
 from example_project.media import generate_clips, silence_audio  # noqa: E402
 
-CLIPS = 24
+CLIPS = DEFAULT_CLIPS
 EDITED = 3
 SCAN_JOB = "scan_clips_job"
 SENSOR = "metaxy_sensor"
