@@ -13,8 +13,8 @@ sample is new: no join. ``hash()`` is the speed bound, not our bits: in the stal
 candidate differs from the stored provenance, so only the new and orphaned counts are checked.
 
 It prints ``{"seconds", "new", "stale", "orphaned", "peak_rss_mb"}``; ``seconds`` covers
-connecting, the query and the fetch. ``python -m bench.floor sql --graph G [--dir DIR]`` prints
-the query.
+connecting, the query, the fetch and closing the connection (as ours does).
+``python -m bench.floor sql --graph G [--dir DIR]`` prints the query.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ def time_floor(graph_name: str, directory: Path) -> dict[str, object]:
     if LEAF in tables:
         leaf_columns = {r[0] for r in con.sql(f"DESCRIBE {quote(LEAF)}").fetchall()}
     table = con.sql(floor_query(graph_name, leaf_columns)).to_arrow_table()
+    con.close()  # as ours closes its connection inside resolve_update
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    con.close()
     counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
     upstream = {
         c.upstream_data_version_column(d.feature) for d in build_graph(spec(graph_name))[LEAF].deps
