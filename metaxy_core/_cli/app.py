@@ -41,6 +41,12 @@ def err() -> Console:
     return Console(stderr=True)
 
 
+def say(text: str, *, console: Console | None = None) -> None:
+    """Print ``text`` as it is on ``console`` (default: :func:`out`): no highlighting, no
+    wrapping at the terminal's width, so a line stays one line for scripts and grep."""
+    (console or out()).print(text, highlight=False, soft_wrap=True)
+
+
 app = typer.Typer(
     name="metaxy",
     help="Inspect a metaxy project: its features, their graph, and what the store holds.\n\n"
@@ -176,14 +182,13 @@ def graph_command(
     if mermaid is not None:
         mermaid.parent.mkdir(parents=True, exist_ok=True)
         mermaid.write_text(graph_export.to_mermaid(graph) + "\n", encoding="utf-8")
-        err().print(f"wrote {mermaid}", highlight=False, soft_wrap=True)
+        say(f"wrote {mermaid}", console=err())
     if image is not None:
         drawn = graph_export.write_image(graph, image)
-        err().print(
+        say(
             f"wrote {drawn.path}: {drawn.features} features, {drawn.fields} fields, "
             f"{drawn.edges} field edges",
-            highlight=False,
-            soft_wrap=True,
+            console=err(),
         )
 
 
@@ -236,9 +241,7 @@ def history_command(
         print_json(writes.to_dicts())
         return
     if writes.is_empty():
-        out().print(
-            f"{feature} was never written to {proj.store}.", highlight=False, soft_wrap=True
-        )
+        say(f"{feature} was never written to {proj.store}.")
         return
     out().print(status.history_table(feature, writes))
 
@@ -254,7 +257,7 @@ def snapshot_command(ctx: typer.Context) -> None:
     recorded = snapshots.record_snapshot(proj.store, force=True, exact=True)
     version = proj.graph.versions.graph
     what = "recorded" if recorded else "already the latest"
-    out().print(f"graph snapshot {version} {what} in {proj.store}", highlight=False, soft_wrap=True)
+    say(f"graph snapshot {version} {what} in {proj.store}")
 
 
 @app.command("snapshots")
@@ -311,17 +314,15 @@ def diff_command(
             }
         )
         return
-    out().print(
+    say(
         f"snapshot {views.short(snap.graph_version)} "
         f"({snap.recorded_at:%Y-%m-%d %H:%M:%S} UTC) -> current definitions "
-        f"{views.short(proj.graph.versions.graph)}",
-        highlight=False,
-        soft_wrap=True,
+        f"{views.short(proj.graph.versions.graph)}"
     )
     for change in changes:
-        out().print(f"  {change.text()}", highlight=False, soft_wrap=True)
+        say(f"  {change.text()}")
     if not changes:
-        out().print("  no definition changes", highlight=False, soft_wrap=True)
+        say("  no definition changes")
     out().print(diff.impact_table(found, following))
 
 
@@ -356,12 +357,10 @@ def accept_command(
             f"nothing to accept: no sample of {feature} is stale by its definitions", soft_wrap=True
         )
         return
-    out().print(
+    say(
         f"accepted {', '.join(result.fields)} of {feature}: {result.samples} samples take "
         f"version {views.short(proj.graph.versions.features[feature])} without recompute "
-        f"(write {result.write_seq}, run {result.run_id})",
-        highlight=False,
-        soft_wrap=True,
+        f"(write {result.write_seq}, run {result.run_id})"
     )
 
 
@@ -383,11 +382,7 @@ def delete_command(
     proj = project(ctx)
     frame = samples.parse_ids(proj.store, proj.feature(feature), ids)
     result = proj.store.delete(feature, frame, run_id="metaxy-delete")
-    out().print(
-        f"deleted {result.rows} samples of {feature} (write {result.write_seq})",
-        highlight=False,
-        soft_wrap=True,
-    )
+    say(f"deleted {result.rows} samples of {feature} (write {result.write_seq})")
 
 
 @app.command("retry")
@@ -397,11 +392,7 @@ def retry_command(ctx: typer.Context, feature: FeatureArg) -> None:
     failed under their current inputs and code (their failures stay recorded)."""
     proj = project(ctx)
     released = proj.store.forget_failures(proj.feature(feature))
-    out().print(
-        f"{released} failed samples of {feature} will be computed again by its next run",
-        highlight=False,
-        soft_wrap=True,
-    )
+    say(f"{released} failed samples of {feature} will be computed again by its next run")
 
 
 def main() -> None:

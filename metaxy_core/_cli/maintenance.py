@@ -15,7 +15,7 @@ from metaxy_core.store.base import MetadataStore
 from metaxy_core.store.copy import copy_store
 from metaxy_core.store.uri import open_store
 
-from .app import app, handled, out, project
+from .app import app, handled, project, say
 
 __all__ = ["copy_command", "vacuum_command"]
 
@@ -38,21 +38,15 @@ def vacuum_command(
     store = project(ctx).store
     vacuum = getattr(store, "vacuum", None)
     if vacuum is None:
-        out().print(
+        say(
             f"{store!r} needs no vacuum: only a Delta store keeps small and unused files "
-            "(DuckDB and ClickHouse compact their own storage).",
-            highlight=False,
-            soft_wrap=True,
+            "(DuckDB and ClickHouse compact their own storage)."
         )
         return
     removed: dict[str, int] = vacuum(retention_hours=retention_hours)
     for table, files in removed.items():
-        out().print(f"{table}: {files} files deleted", highlight=False, soft_wrap=True)
-    out().print(
-        f"vacuumed {len(removed)} tables of {store!r} (files unused for {retention_hours} h)",
-        highlight=False,
-        soft_wrap=True,
-    )
+        say(f"{table}: {files} files deleted")
+    say(f"vacuumed {len(removed)} tables of {store!r} (files unused for {retention_hours} h)")
 
 
 @app.command("copy")
@@ -73,9 +67,5 @@ def copy_command(
     ]
     copied = copy_store(*stores)
     for feature, rows in copied.items():
-        out().print(f"{feature}: {rows} rows", highlight=False, soft_wrap=True)
-    out().print(
-        f"copied {len(copied)} features from {stores[0]!r} to {stores[1]!r}",
-        highlight=False,
-        soft_wrap=True,
-    )
+        say(f"{feature}: {rows} rows")
+    say(f"copied {len(copied)} features from {stores[0]!r} to {stores[1]!r}")
