@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from metaxy_core import FeatureSpec
-from metaxy_dagster import ColumnPartitions, MetaxyPartitions, metaxy_asset
+from metaxy_dagster import ColumnPartitions, MetaxyPartitions, asset_key, metaxy_asset
 from tests.reference import reference_specs
 
 Calls = dict[str, list[pl.DataFrame]]
@@ -52,3 +52,12 @@ def reference_assets(
     for key in ("video/crop", "vision/faces", "audio/transcript", "train/manifest"):
         assets.append(make(specs[key], by_key))
     return assets
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
+    """The metadata values of ``feature``'s (first) materialization in ``result``."""
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        if mat.asset_key == asset_key(feature):
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise KeyError(feature)

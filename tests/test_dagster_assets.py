@@ -18,7 +18,7 @@ from metaxy_dagster import (
     MetaxyStoreResource,
     asset_key,
 )
-from tests.dagster_reference import Calls, reference_assets
+from tests.dagster_reference import Calls, materialization_metadata, reference_assets
 from tests.reference import reference_graph
 
 N = 200
@@ -72,14 +72,6 @@ def _data_versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     return out
 
 
-def _metadata(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key == asset_key(feature):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(feature)
-
-
 def test_first_run_computes_all_second_run_nothing(tmp_path: Path) -> None:
     p = Pipeline(tmp_path)
     assets = p.assets()
@@ -87,8 +79,8 @@ def test_first_run_computes_all_second_run_nothing(tmp_path: Path) -> None:
     assert first.success
     for feature in FEATURES[1:]:
         assert p.received(feature) == IDS, feature
-    assert _metadata(first, "video/crop")["metaxy/new"] == N
-    assert _metadata(first, "video/crop")["metaxy/rows_written"] == N
+    assert materialization_metadata(first, "video/crop")["metaxy/new"] == N
+    assert materialization_metadata(first, "video/crop")["metaxy/rows_written"] == N
     store = p.store()
     for feature in FEATURES:
         assert store.read(feature).height == N, feature
@@ -98,7 +90,7 @@ def test_first_run_computes_all_second_run_nothing(tmp_path: Path) -> None:
     assert second.success
     assert p.calls == {}  # no function was called: nothing to compute
     assert _data_versions(second) == versions
-    assert _metadata(second, "train/manifest")["metaxy/rows_written"] == 0
+    assert materialization_metadata(second, "train/manifest")["metaxy/rows_written"] == 0
 
 
 def test_audio_change_reruns_only_the_audio_branch(tmp_path: Path) -> None:
@@ -119,7 +111,7 @@ def test_audio_change_reruns_only_the_audio_branch(tmp_path: Path) -> None:
     assert after["vision/faces"] == before["vision/faces"]
     for feature in ("video/raw", "video/crop", "audio/transcript", "train/manifest"):
         assert after[feature] != before[feature], feature
-    assert _metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 10}
+    assert materialization_metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 10}
 
 
 def test_swapping_two_samples_data_versions_changes_the_data_version(tmp_path: Path) -> None:
@@ -131,7 +123,7 @@ def test_swapping_two_samples_data_versions_changes_the_data_version(tmp_path: P
     p.audio[first], p.audio[second] = p.audio[second], p.audio[first]
     p.frames[first], p.frames[second] = p.frames[second], p.frames[first]
     result = p.materialize(assets, selection=[asset_key("video/raw")])
-    assert _metadata(result, "video/raw")["metaxy/stale"] == 2
+    assert materialization_metadata(result, "video/raw")["metaxy/stale"] == 2
     stored = p.store().read("video/raw").sort("video_id")
     # The two samples now hold each other's data versions: the same multiset of versions...
     assert sorted(stored["metaxy_data_version"]) == sorted(
@@ -204,8 +196,8 @@ def test_partitioned_run_processes_only_its_partition(tmp_path: Path) -> None:
     in_shard = sorted(i for i in IDS if shard_of[i] == 2)
     assert 0 < len(in_shard) < N
     assert p.received("video/crop") == in_shard
-    assert _metadata(result, "video/crop")["metaxy/new"] == len(in_shard)
-    assert _metadata(result, "video/crop")["metaxy/partition"] == "shard-2"
+    assert materialization_metadata(result, "video/crop")["metaxy/new"] == len(in_shard)
+    assert materialization_metadata(result, "video/crop")["metaxy/partition"] == "shard-2"
     assert sorted(p.store().read("video/crop")["video_id"]) == in_shard
 
 

@@ -16,12 +16,12 @@ from metaxy_dagster import (
     MetaxyIOManager,
     MetaxyOutput,
     MetaxyStoreResource,
-    asset_key,
     build_metaxy_checks,
     build_metaxy_sensor,
     feature_graph,
     metaxy_asset,
 )
+from tests.dagster_reference import materialization_metadata
 
 N = 1_000
 BAD = [f"c{i:04d}" for i in (3, 150, 151, 400, 702, 888, 999)]
@@ -74,21 +74,13 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def _materialization(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key == asset_key(feature):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(feature)
-
-
 def test_failed_samples_in_metadata_check_and_sensor(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     p = Clips(tmp_path)
     result = p.run(instance)
     assert result.success  # seven bad clips do not fail the step
-    meta = _materialization(result, "clips/embed")
+    meta = materialization_metadata(result, "clips/embed")
     assert (meta["metaxy/new"], meta["metaxy/failed"], meta["metaxy/failed_held_back"]) == (
         N,
         7,
@@ -112,7 +104,7 @@ def test_failed_samples_in_metadata_check_and_sensor(
     # The next run computes nothing; the 7 are held back, and shown so.
     result = p.run(instance)
     assert len(p.seen) == 1  # an empty increment: the function is not called
-    meta = _materialization(result, "clips/embed")
+    meta = materialization_metadata(result, "clips/embed")
     assert (meta["metaxy/new"], meta["metaxy/failed"], meta["metaxy/failed_held_back"]) == (
         0,
         0,

@@ -15,6 +15,7 @@ from metaxy_core import DuckDBMetadataStore, FeatureDep, FeatureGraph, FeatureSp
 from metaxy_core.testing import root_samples
 from metaxy_dagster import MetaxyIOManager, MetaxyStoreResource, feature_graph, metaxy_asset
 from metaxy_dagster.metadata import definition_metadata
+from tests.dagster_reference import materialization_metadata
 
 VIDEOS = [f"v{i}" for i in range(6)]
 
@@ -73,14 +74,6 @@ class Chunking:
         return pl.concat(self.received) if self.received else pl.DataFrame()
 
 
-def _chunk_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key == dg.AssetKey(["video", "chunks"]):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError("video/chunks")
-
-
 def test_expansion_through_materialize(tmp_path: Path) -> None:
     p = Chunking(tmp_path)
     first = p.materialize()
@@ -89,7 +82,7 @@ def test_expansion_through_materialize(tmp_path: Path) -> None:
     assert sorted(given["video_id"]) == VIDEOS
     assert given["chunk_id"].null_count() == len(VIDEOS)
     assert sorted(given["path"]) == [f"/videos/{v}.mp4" for v in VIDEOS]
-    assert _chunk_metadata(first)["metaxy/new"] == len(VIDEOS)
+    assert materialization_metadata(first, "video/chunks")["metaxy/new"] == len(VIDEOS)
     stored = p.stored()
     assert stored.height == sum(p.chunks.values())
     assert set(stored.columns) >= {"video_id", "chunk_id", "start", "metaxy_provenance__frames"}
@@ -117,7 +110,7 @@ def test_expansion_through_materialize(tmp_path: Path) -> None:
     # A video disappears: its chunks are orphaned and deleted.
     del p.frames["v4"]
     result = p.materialize()
-    assert _chunk_metadata(result)["metaxy/orphaned"] == p.chunks["v4"]
+    assert materialization_metadata(result, "video/chunks")["metaxy/orphaned"] == p.chunks["v4"]
     assert "v4" not in set(p.stored()["video_id"])
     assert p.stored().height == sum(n for v, n in p.chunks.items() if v != "v4")
 

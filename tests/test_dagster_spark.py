@@ -12,8 +12,8 @@ from metaxy_core import hash_string
 from metaxy_core.engines.spark import local_session
 from metaxy_core.store.delta import DeltaMetadataStore
 from metaxy_core.testing import root_samples
-from metaxy_dagster import HashShardPartitions, MetaxyIOManager, MetaxyStoreResource, asset_key
-from tests.dagster_reference import Calls, reference_assets
+from metaxy_dagster import HashShardPartitions, MetaxyIOManager, MetaxyStoreResource
+from tests.dagster_reference import Calls, materialization_metadata, reference_assets
 from tests.reference import reference_graph
 
 IDS = [f"v{i:03d}" for i in range(40)]
@@ -23,14 +23,6 @@ def _samples() -> pl.DataFrame:
     return root_samples(
         "video_id", IDS, audio=[f"a{i}" for i in IDS], frames=[f"f{i}" for i in IDS]
     )
-
-
-def _metadata(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key == asset_key(feature):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(feature)
 
 
 def test_partitioned_asset_resolves_its_partition_on_spark(tmp_path: Path) -> None:
@@ -51,8 +43,8 @@ def test_partitioned_asset_resolves_its_partition_on_spark(tmp_path: Path) -> No
     in_shard = sorted(i for i in IDS if hash_string(i) % 4 == 2)
     assert 0 < len(in_shard) < len(IDS)
     assert sorted(pl.concat(calls["video/crop"])["video_id"]) == in_shard
-    assert _metadata(result, "video/crop")["metaxy/new"] == len(in_shard)
-    assert _metadata(result, "video/crop")["metaxy/partition"] == "shard-2"
+    assert materialization_metadata(result, "video/crop")["metaxy/new"] == len(in_shard)
+    assert materialization_metadata(result, "video/crop")["metaxy/partition"] == "shard-2"
     assert sorted(opened.read("video/crop")["video_id"]) == in_shard
     # The increments ran as Spark jobs in the process's session.
     assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) > jobs_before
@@ -60,5 +52,5 @@ def test_partitioned_asset_resolves_its_partition_on_spark(tmp_path: Path) -> No
     calls.clear()
     again = dg.materialize(assets, resources=resources, partition_key="shard-2")
     assert again.success
-    assert _metadata(again, "video/crop")["metaxy/new"] == 0
+    assert materialization_metadata(again, "video/crop")["metaxy/new"] == 0
     assert "video/crop" not in calls or sum(f.height for f in calls["video/crop"]) == 0

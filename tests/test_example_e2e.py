@@ -34,6 +34,15 @@ N = 6
 CLIPS = [f"clip-{i:04d}" for i in range(N)]
 EDITED = CLIPS[:3]
 AUDIO_BRANCH = {"video/crop", "audio/features", "audio/transcript", "train/manifest"}
+# The clips each feature writes after the audio edit of EDITED: all but the face branch.
+WRITTEN_AFTER_THE_EDIT = {
+    "video/raw": EDITED,
+    "video/crop": EDITED,
+    "vision/faces": [],
+    "audio/features": EDITED,
+    "audio/transcript": EDITED,
+    "train/manifest": EDITED,
+}
 SCAN_JOB = "scan_clips_job"
 SENSOR = "metaxy_sensor"
 AUTOMATION_SENSOR = "metaxy_automation"
@@ -149,14 +158,7 @@ def test_demo_server_runs_only_the_audio_branch_after_an_audio_edit(server: DevS
     written = {
         feature: sorted(set(_written_since(store, feature, seq)["clip_id"])) for feature in FEATURES
     }
-    assert written == {
-        "video/raw": EDITED,
-        "video/crop": EDITED,
-        "vision/faces": [],
-        "audio/features": EDITED,
-        "audio/transcript": EDITED,
-        "train/manifest": EDITED,
-    }
+    assert written == WRITTEN_AFTER_THE_EDIT
     writers = {
         run_id
         for feature in FEATURES
@@ -198,14 +200,7 @@ def test_declarative_automation_runs_exactly_the_audio_branch_after_an_audio_edi
     written = {
         feature: sorted(_written_since(store, feature, seq)["clip_id"]) for feature in FEATURES
     }
-    assert written == {
-        "video/raw": EDITED,
-        "video/crop": EDITED,
-        "vision/faces": [],
-        "audio/features": EDITED,
-        "audio/transcript": EDITED,
-        "train/manifest": EDITED,
-    }
+    assert written == WRITTEN_AFTER_THE_EDIT
     writers = {
         run_id
         for feature in FEATURES[1:]

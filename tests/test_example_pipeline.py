@@ -27,6 +27,7 @@ from example_project.media import DATA_DIR_ENV, face_boxes, generate_clips, spok
 from example_project.quality import iou, word_error_rate
 from metaxy_core import DuckDBMetadataStore, columns
 from metaxy_dagster import asset_key, feature_graph
+from tests.dagster_reference import materialization_metadata
 
 N = 6
 CLIPS = [f"clip-{i:04d}" for i in range(N)]
@@ -86,20 +87,11 @@ class Example:
         return [e.user_message for e in entries if e.user_message.startswith(prefix)]
 
 
-def metadata(result: dg.ExecuteInProcessResult, feature: str) -> dict[str, object]:
-    """The metadata of ``feature``'s materialization in ``result``."""
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        if mat.asset_key == asset_key(feature):
-            return {k: v.value for k, v in mat.metadata.items()}
-    raise KeyError(feature)
-
-
 def counts(result: dg.ExecuteInProcessResult) -> dict[str, tuple[object, object, object]]:
     """Per feature: (new, stale, rows written)."""
     out = {}
     for feature in FEATURES:
-        meta = metadata(result, feature)
+        meta = materialization_metadata(result, feature)
         out[feature] = (meta["metaxy/new"], meta["metaxy/stale"], meta["metaxy/rows_written"])
     return out
 
@@ -191,8 +183,10 @@ def test_audio_edit_reruns_only_the_audio_branch_on_the_edited_clips(
     for feature in ("video/raw", *AUDIO_BRANCH):
         assert ex.written(feature, result.run_id) == EDITED, feature
     assert ex.written("vision/faces", result.run_id) == []
-    assert metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 3}
-    assert metadata(result, "audio/transcript")["metaxy/stale_by_field"] == {"text": 3}
+    assert materialization_metadata(result, "video/crop")["metaxy/stale_by_field"] == {"audio": 3}
+    assert materialization_metadata(result, "audio/transcript")["metaxy/stale_by_field"] == {
+        "text": 3
+    }
 
     # What the functions were given: only the edited clips, stale in exactly these fields.
     edited = ", ".join(EDITED)
@@ -240,7 +234,7 @@ def test_frames_edit_reruns_only_the_frames_branch(
     }
     for feature in ("video/raw", *FRAMES_BRANCH):
         assert ex.written(feature, result.run_id) == CLIPS[:2], feature
-    assert metadata(result, "video/crop")["metaxy/stale_by_field"] == {"frames": 2}
+    assert materialization_metadata(result, "video/crop")["metaxy/stale_by_field"] == {"frames": 2}
 
 
 def test_removed_clips_are_deleted_from_every_asset(
@@ -251,7 +245,7 @@ def test_removed_clips_are_deleted_from_every_asset(
     assert remove_clips(2, ex.data_dir) == CLIPS[-2:]
     result = ex.materialize()
     for feature in FEATURES:
-        meta = metadata(result, feature)
+        meta = materialization_metadata(result, feature)
         assert (meta["metaxy/orphaned"], meta["metaxy/rows_deleted"]) == (2, 2), feature
         assert ex.current(feature) == CLIPS[:-2], feature
 
@@ -277,7 +271,7 @@ def test_transcript_takes_its_model_by_parameter_and_run_config(
     edit_audio(1, ex.data_dir)
     quiet = ex.materialize()
     assert ex.logged(quiet, "audio/transcript: clip-") == []
-    assert metadata(quiet, "audio/transcript")["metaxy/stale"] == 1
+    assert materialization_metadata(quiet, "audio/transcript")["metaxy/stale"] == 1
 
 
 def test_assets_are_declared_as_dagster_users_expect(

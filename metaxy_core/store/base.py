@@ -51,10 +51,18 @@ from metaxy_core.store.rows import (
 )
 from metaxy_core.store.snapshots import Record, record_snapshot
 
-__all__ = ["WRITE_CHUNK_ROWS", "Engine", "MetadataStore", "WriteResult"]
+__all__ = ["WRITE_CHUNK_ROWS", "Engine", "MetadataStore", "WriteResult", "recipes_by_version"]
 
 WRITE_CHUNK_ROWS = 1_000_000
 """Rows prepared and appended at a time within one write's transaction."""
+
+
+def recipes_by_version(rows: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """``(feature_version, field, recipe)`` rows as feature version -> {field: recipe}."""
+    out: dict[str, dict[str, str]] = {}
+    for version, field, recipe in rows:
+        out.setdefault(version, {})[field] = recipe
+    return out
 
 
 class Engine(Protocol):

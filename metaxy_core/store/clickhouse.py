@@ -43,7 +43,7 @@ from metaxy_core.errors import ColumnTypeError, ConfigError, StoreError, StoreFo
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store._clickhouse_client import ChdbClient, ClickHouseClient, ServerClient
-from metaxy_core.store.base import Engine, MetadataStore
+from metaxy_core.store.base import Engine, MetadataStore, recipes_by_version
 from metaxy_core.store.snapshots import Record
 
 __all__ = ["ClickHouseMetadataStore"]
@@ -285,10 +285,7 @@ class ClickHouseMetadataStore(MetadataStore):
             f"SELECT DISTINCT feature_version, field, recipe FROM "
             f"{self._name('metaxy_feature_versions')} WHERE feature = {sql_literal(feature)}"
         )
-        out: dict[str, dict[str, str]] = {}
-        for version, field, recipe in rows:
-            out.setdefault(version, {})[field] = recipe
-        return out
+        return recipes_by_version(rows)
 
     def _scan(
         self,

@@ -38,7 +38,7 @@ from metaxy_core.errors import (
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store._lock import FileAccess, LockTimeout, file_access
-from metaxy_core.store.base import Engine, MetadataStore
+from metaxy_core.store.base import Engine, MetadataStore, recipes_by_version
 from metaxy_core.store.snapshots import Record
 
 __all__ = ["DuckDBMetadataStore"]
@@ -292,10 +292,7 @@ class DuckDBMetadataStore(MetadataStore):
             "SELECT feature_version, field, recipe FROM metaxy_feature_versions WHERE feature = ?",
             [feature],
         ).fetchall()
-        out: dict[str, dict[str, str]] = {}
-        for version, field, recipe in rows:
-            out.setdefault(version, {})[field] = recipe
-        return out
+        return recipes_by_version(rows)
 
     def _scan(
         self,
