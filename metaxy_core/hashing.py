@@ -302,9 +302,8 @@ def _hash_block(
 ) -> None:
     digits: dict[str, np.ndarray] = {}
     for (names, width), members in shared.items():
-        rows = _scratch(
-            f"rows{width + 17 * len(names) - 1}", (hi - lo, width + 17 * len(names) - 1), np.uint8
-        )
+        row_bytes = width + 17 * len(names) - 1
+        rows = _scratch(f"rows{row_bytes}", (hi - lo, row_bytes), np.uint8)
         at = width
         for name in names:
             if name not in digits:

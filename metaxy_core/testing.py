@@ -25,6 +25,7 @@ from metaxy_core.store.duckdb import DuckDBMetadataStore
 from metaxy_core.store.memory import InMemoryMetadataStore
 
 __all__ = [
+    "QUICK_STORE_KINDS",
     "S3_BUCKET_VARIABLE",
     "STORE_KINDS",
     "assert_same_rows",

@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from metaxy_core.engines.sql import INT64, TEXT, SqlEngine, quote
 from metaxy_core.errors import ColumnTypeError
-from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR
 from metaxy_core.plan import ResolvePlan
 
 if TYPE_CHECKING:
@@ -172,9 +171,8 @@ class ClickHouseEngine(SqlEngine):
         kept = nw.from_native(rows).filter(filter).to_native()
         return self._view(kept.to_arrow())
 
-    def _hash(self, texts: Sequence[str]) -> str:
-        filled = [f"coalesce(toString({p}), {self._char(ord(NULL_SENTINEL))})" for p in texts]
-        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(filled)})")
+    def _text(self, expr: str) -> str:
+        return f"toString({expr})"
 
     def _hash_text(self, text: str) -> str:
         return f"xxHash64Spark({text})"

@@ -23,7 +23,6 @@ from metaxy_core.engines.sql import INT64, TEXT, SqlEngine, quote, sql_literal
 from metaxy_core.hashing import (
     DUCKDB_FUNCTION,
     register_duckdb_hash,
-    sql_hash,
     sql_hex,
     sql_id_text,
 )
@@ -76,9 +75,8 @@ class DuckDBEngine(SqlEngine):
         rel = self._con.sql(query)
         return self._view(nw.from_native(rel).filter(filter).to_native())
 
-    def _hash(self, texts: Sequence[str]) -> str:
-        self._register_hash()
-        return sql_hash(texts)
+    def _text(self, expr: str) -> str:
+        return f"CAST({expr} AS VARCHAR)"
 
     def _hash_text(self, text: str) -> str:
         self._register_hash()

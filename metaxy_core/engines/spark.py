@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from metaxy_core.engines.clickhouse import cast_like
 from metaxy_core.engines.sql import INT64, TEXT, SqlEngine, quote
-from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR
 from metaxy_core.plan import ResolvePlan
 
 if TYPE_CHECKING:
@@ -149,9 +148,8 @@ class SparkEngine(SqlEngine):
     def _predicate(self, query: str, filter: nw.Expr) -> str:
         return self._view(nw.from_native(self.sql(query)).filter(filter).to_native())
 
-    def _hash(self, texts: Sequence[str]) -> str:
-        filled = [f"coalesce(CAST({p} AS STRING), {self._char(ord(NULL_SENTINEL))})" for p in texts]
-        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(filled)})")
+    def _text(self, expr: str) -> str:
+        return f"CAST({expr} AS STRING)"
 
     def _hash_text(self, text: str) -> str:
         return f"xxhash64({text})"

@@ -99,10 +99,15 @@ class SqlEngine(ABC):
     def _predicate(self, query: str, filter: nw.Expr) -> str:
         """A relation of the rows of ``query`` that the Narwhals predicate ``filter`` keeps."""
 
-    @abstractmethod
     def _hash(self, texts: Sequence[str]) -> str:
-        """SQL of the 64-bit hash of the canonical string of text expressions ``texts``
-        (null as :data:`~metaxy_core.hashing.NULL_SENTINEL`)."""
+        """SQL of the 64-bit hash of the canonical string of expressions ``texts`` (each as
+        text, null as :data:`~metaxy_core.hashing.NULL_SENTINEL`)."""
+        filled = [f"coalesce({self._text(p)}, {self._char(ord(NULL_SENTINEL))})" for p in texts]
+        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(filled)})")
+
+    @abstractmethod
+    def _text(self, expr: str) -> str:
+        """SQL of ``expr`` cast to the engine's string type."""
 
     @abstractmethod
     def _hash_text(self, text: str) -> str:
@@ -170,13 +175,7 @@ class SqlEngine(ABC):
         """SQL of a field's expected provenance: the hash of its recipe and the hex texts of
         its input columns ``inputs`` (null as the sentinel), for backends with a native hash
         (:func:`metaxy_core.engines.classify.provenance` is the same in Polars)."""
-        if not inputs:
-            return self._hash_text(sql_literal(recipe))
-        parts = [sql_literal(recipe)]
-        parts += [
-            f"coalesce({self._hex(quote(i))}, {self._char(ord(NULL_SENTINEL))})" for i in inputs
-        ]
-        return self._hash_text(f"concat_ws({self._char(ord(SEPARATOR))}, {', '.join(parts)})")
+        return self._hash([sql_literal(recipe), *(self._hex(quote(i)) for i in inputs)])
 
     # -- the algorithm --------------------------------------------------------------------------
 
