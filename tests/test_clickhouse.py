@@ -156,6 +156,9 @@ def test_uris() -> None:
     assert repr(embedded) == "ClickHouseMetadataStore('chdb:///tmp/meta', database='x')"
     with pytest.raises(errors.ConfigError, match="not a ClickHouse URI"):
         ClickHouseMetadataStore.from_uri(graph, "duckdb:///x.duckdb")
+    with pytest.raises(errors.ConfigError, match=r"'clickhousee://ch\.local/m' is not") as raised:
+        ClickHouseMetadataStore.from_uri(graph, "clickhousee://me:s3cret@ch.local/m")
+    assert "s3cret" not in str(raised.value)
 
 
 def test_closed_store_directory_can_be_removed_and_reopens(tmp_path: Path) -> None:

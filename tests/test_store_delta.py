@@ -175,11 +175,17 @@ def test_store_uris_open_every_store(tmp_path: Path) -> None:
         repr(open_store("clickhouse://ch.internal:8123/meta", graph))
         == "ClickHouseMetadataStore('clickhouse://ch.internal:8123', database='meta')"
     )
+    assert (
+        repr(open_store("clickhouses://ch.internal:8443/meta", graph))
+        == "ClickHouseMetadataStore('clickhouses://ch.internal:8443', database='meta')"
+    )
     chdb = open_store("chdb://ch", graph, base_dir=tmp_path)
     assert repr(chdb) == f"ClickHouseMetadataStore('chdb://{tmp_path / 'ch'}', database='metaxy')"
-    with pytest.raises(errors.ConfigError, match="credentials never go in a URI") as raised:
-        open_store("clickhouse://admin:s3cret@ch.internal/meta", graph)
-    assert "s3cret" not in str(raised.value)
+    for scheme in ("clickhouse", "clickhouses"):
+        with pytest.raises(errors.ConfigError, match="credentials never go in a URI") as raised:
+            open_store(f"{scheme}://admin:s3cret@ch.internal/meta", graph)
+        assert str(raised.value).startswith(f"a {scheme}:// store URI holds credentials")
+        assert "s3cret" not in str(raised.value)
     with pytest.raises(errors.ConfigError, match=r"unknown scheme 'ftp'; choose one of duckdb://"):
         open_store("ftp://user:pw@host/x", graph)
 

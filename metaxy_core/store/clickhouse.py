@@ -45,6 +45,7 @@ from metaxy_core.hashing import HASH_ALGORITHM
 from metaxy_core.store._clickhouse_client import ChdbClient, ClickHouseClient, ServerClient
 from metaxy_core.store.base import Engine, MetadataStore, recipes_by_version
 from metaxy_core.store.snapshots import Record
+from metaxy_core.store.uri import without_credentials
 
 __all__ = ["ClickHouseMetadataStore"]
 
@@ -156,8 +157,10 @@ class ClickHouseMetadataStore(MetadataStore):
                 secure=parts.scheme == "clickhouses",
             )
         raise ConfigError(
-            f"store URI {uri!r} is not a ClickHouse URI. Use chdb:///path/to/directory for "
-            "embedded ClickHouse or clickhouse://user:password@host:8123/database for a server."
+            f"store URI {without_credentials(uri)!r} is not a ClickHouse URI. Use "
+            "chdb:///path/to/directory for embedded ClickHouse, or clickhouse://host:8123/database "
+            "(clickhouses://host:8443/database for HTTPS) for a server, with the user and "
+            "password in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD."
         )
 
     def __repr__(self) -> str:

@@ -4,17 +4,19 @@
 URI                             store
 ==============================  ==========================================================
 ``duckdb:///abs/metaxy.duckdb``  :class:`~metaxy_core.DuckDBMetadataStore` (a plain path too)
-``delta+file:///abs/folder``     :class:`~metaxy_core.DeltaMetadataStore` at a local folder
-``delta+s3://bucket/prefix``     :class:`~metaxy_core.DeltaMetadataStore` on S3 (``AWS_*``)
+``delta+file:///abs/folder``     :class:`~metaxy_core.store.delta.DeltaMetadataStore`, a folder
+``delta+s3://bucket/prefix``     :class:`~metaxy_core.store.delta.DeltaMetadataStore` on S3
 ``clickhouse://host:8123/db``    :class:`~metaxy_core.ClickHouseMetadataStore` on a server
+``clickhouses://host:8443/db``   the same over HTTPS (TLS)
 ``chdb:///abs/folder``           :class:`~metaxy_core.ClickHouseMetadataStore`, embedded (chdb)
 ``memory://``                    :class:`~metaxy_core.InMemoryMetadataStore` (this process)
 ==============================  ==========================================================
 
 :data:`STORE_SCHEMES` maps each scheme to the function that opens it: one entry per scheme.
 A relative path (``duckdb://data/metaxy.duckdb``, or a plain one) is taken relative to
-``base_dir``. Credentials never go in a URI: object stores read them from the environment or
-``storage_options``.
+``base_dir``. Credentials never go in a URI: object stores read them from the environment
+(``AWS_*``) or ``storage_options``, ClickHouse servers from ``CLICKHOUSE_USER`` and
+``CLICKHOUSE_PASSWORD``.
 
 >>> from metaxy_core import FeatureGraph, FeatureSpec
 >>> graph = FeatureGraph([FeatureSpec(key="clips", id_columns=["id"])])
@@ -109,15 +111,20 @@ def _delta_s3(location: str, graph: FeatureGraph, options: StoreOptions) -> Meta
     return _delta_store(f"s3://{location}", graph, options)
 
 
-def _clickhouse(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
-    if "@" in location.partition("/")[0]:
-        raise ConfigError(
-            "a clickhouse:// store URI holds credentials; credentials never go in a URI: set "
-            "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or Dagster EnvVars of the resource)."
-        )
-    from metaxy_core.store.clickhouse import ClickHouseMetadataStore
+def _server(scheme: str) -> Opener:
+    """The opener of a ClickHouse server URI with ``scheme`` (``clickhouses``: HTTPS)."""
 
-    return ClickHouseMetadataStore.from_uri(graph, f"clickhouse://{location}")
+    def opener(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
+        if "@" in location.partition("/")[0]:
+            raise ConfigError(
+                f"a {scheme}:// store URI holds credentials; credentials never go in a URI: set "
+                "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or Dagster EnvVars of the resource)."
+            )
+        from metaxy_core.store.clickhouse import ClickHouseMetadataStore
+
+        return ClickHouseMetadataStore.from_uri(graph, f"{scheme}://{location}")
+
+    return opener
 
 
 def _chdb(location: str, graph: FeatureGraph, options: StoreOptions) -> MetadataStore:
@@ -134,7 +141,8 @@ STORE_SCHEMES: Final[dict[str, Opener]] = {
     "duckdb": _duckdb,
     "delta+file": _delta_file,
     "delta+s3": _delta_s3,
-    "clickhouse": _clickhouse,
+    "clickhouse": _server("clickhouse"),
+    "clickhouses": _server("clickhouses"),
     "chdb": _chdb,
     "memory": _memory,
 }
@@ -170,14 +178,18 @@ def open_store(
     opener = STORE_SCHEMES.get(scheme.lower())
     if opener is None:
         raise ConfigError(
-            f"store URI {_shown(text)!r}: unknown scheme {scheme!r}; choose one of "
+            f"store URI {without_credentials(text)!r}: unknown scheme {scheme!r}; choose one of "
             f"{', '.join(f'{s}://' for s in STORE_SCHEMES)}, or a plain path of a DuckDB file."
         )
     return opener(location, graph, options)
 
 
-def _shown(uri: str) -> str:
-    """The URI without what may stand before an '@' (credentials)."""
+def without_credentials(uri: str) -> str:
+    """The URI without what may stand before an '@' (credentials), to show in messages.
+
+    >>> without_credentials("clickhouses://me:s3cret@ch.internal:8443/m")
+    'clickhouses://ch.internal:8443/m'
+    """
     scheme, _, rest = uri.partition("://")
     host, slash, path = rest.partition("/")
     return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
