@@ -6,6 +6,7 @@ on the example project's features and a real DuckDB file.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from example_project.assets import build_assets, build_resources
@@ -33,7 +35,7 @@ from metaxy_core import (
     columns,
     open_store,
 )
-from metaxy_core._cli.app import app
+from metaxy_core._cli.app import app, say
 from metaxy_core.store.snapshots import ACCEPT, audits
 from metaxy_core.testing import root_samples
 from metaxy_dagster import asset_key, feature_graph
@@ -100,6 +102,13 @@ def test_help_everywhere(command: str | None) -> None:
     result = run(*([command] if command else []), "--help")
     assert "Usage: metaxy" in result.stdout
     assert "--help" in result.stdout
+
+
+def test_bracketed_text_is_printed_not_taken_for_markup() -> None:
+    assert "Reads [tool.metaxy] of pyproject.toml" in run("--help").stdout
+    console = Console(file=io.StringIO(), width=40)
+    say("under [tool.metaxy] in [bold]pyproject.toml", console=console)
+    assert console.file.getvalue() == "under [tool.metaxy] in [bold]pyproject.toml\n"
 
 
 def test_no_command_shows_help_and_unknown_command_is_a_usage_error() -> None:

@@ -43,14 +43,15 @@ def err() -> Console:
 
 def say(text: str, *, console: Console | None = None) -> None:
     """Print ``text`` as it is on ``console`` (default: :func:`out`): no highlighting, no
-    wrapping at the terminal's width, so a line stays one line for scripts and grep."""
-    (console or out()).print(text, highlight=False, soft_wrap=True)
+    wrapping at the terminal's width, so a line stays one line for scripts and grep; no
+    markup, so bracketed text such as ``[tool.metaxy]`` is printed, not taken for a style."""
+    (console or out()).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
     name="metaxy",
     help="Inspect a metaxy project: its features, their graph, and what the store holds.\n\n"
-    "Reads [tool.metaxy] of pyproject.toml or metaxy.toml (nearest to the working "
+    "Reads \\[tool.metaxy] of pyproject.toml or metaxy.toml (nearest to the working "
     "directory; METAXY_FEATURES, METAXY_STORE and METAXY_ENGINE override it).",
     no_args_is_help=True,
     add_completion=False,
