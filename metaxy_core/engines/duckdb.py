@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import narwhals as nw
@@ -28,7 +28,11 @@ from metaxy_core.hashing import (
 )
 from metaxy_core.plan import ResolvePlan
 
-__all__ = ["DuckDBEngine", "quote", "sql_literal"]
+__all__ = ["NO_DOWNLOADS", "DuckDBEngine", "quote", "sql_literal"]
+
+# DuckDB installs and loads the extensions it knows of when a query or a file needs one (a
+# SQLite file, say): a download, which metaxy never does. Every connection it opens has these.
+NO_DOWNLOADS: Final = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 _view_ids = itertools.count()
 _NULLS = {INT64: "BIGINT", TEXT: "VARCHAR"}

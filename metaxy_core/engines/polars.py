@@ -20,7 +20,7 @@ import duckdb
 import narwhals as nw
 import polars as pl
 
-from metaxy_core.engines.duckdb import DuckDBEngine
+from metaxy_core.engines.duckdb import NO_DOWNLOADS, DuckDBEngine
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.hashing import polars_hash_texts, polars_id_text
 
@@ -55,7 +55,8 @@ class PolarsEngine(DuckDBEngine):
     def __init__(self, scan: Scan) -> None:
         """``scan(feature, columns)`` gives a feature's current rows, or ``None``."""
         # A connection of its own per engine, i.e. per store operation, dropped with it.
-        super().__init__(duckdb.connect(), lambda feature: self._read(feature, None))
+        connection = duckdb.connect(config=dict(NO_DOWNLOADS))
+        super().__init__(connection, lambda feature: self._read(feature, None))
         self._scan = scan
         self._scans: dict[tuple[str, tuple[str, ...] | None], str | None] = {}
 

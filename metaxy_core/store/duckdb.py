@@ -17,17 +17,18 @@ with a read-only connection to read, exclusive with a read-write one to write.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
 
 from metaxy_core import columns as c
-from metaxy_core.engines.duckdb import DuckDBEngine, quote, sql_literal
+from metaxy_core.engines.duckdb import NO_DOWNLOADS, DuckDBEngine, quote, sql_literal
 from metaxy_core.engines.polars import PolarsEngine
 from metaxy_core.errors import (
     ColumnTypeError,
@@ -56,6 +57,8 @@ def _check_path(path: str) -> None:
     where = Path(path)
     if where.is_dir():
         problem = "is a directory"
+    elif where.exists() and not where.is_file():
+        problem = "is not a regular file (a device, a pipe or a socket)"
     else:
         blocking = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
         if blocking is None:
@@ -67,17 +70,28 @@ def _check_path(path: str) -> None:
     )
 
 
+# A DuckDB file holds these 4 bytes at offset 8.
+_MAGIC: Final = b"DUCK"
+
+
 def _connect_file(path: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """``duckdb.connect``, with a file that is not a DuckDB database as a metaxy error."""
-    try:
-        return duckdb.connect(path, read_only=read_only)
-    except duckdb.IOException as exc:
-        if "not a valid DuckDB database file" not in str(exc):
-            raise
-        raise StoreFormatError(
-            f"store {path!r} is not a DuckDB database file ({exc}); it was left as it is. "
-            "Pass the path of a store file metaxy wrote, or a new path to start a store."
-        ) from None
+    problem = None
+    if path != ":memory:" and os.path.isfile(path) and os.path.getsize(path) >= 12:
+        with open(path, "rb") as file:
+            if file.read(12)[8:] != _MAGIC:
+                problem = "its header is not DuckDB's"
+    if problem is None:
+        try:
+            return duckdb.connect(path, read_only=read_only, config=dict(NO_DOWNLOADS))
+        except duckdb.IOException as exc:
+            if "not a valid DuckDB database file" not in str(exc):
+                raise
+            problem = str(exc)
+    raise StoreFormatError(
+        f"store {path!r} is not a DuckDB database file ({problem}); it was left as it is. "
+        "Pass the path of a store file metaxy wrote, or a new path to start a store."
+    )
 
 
 class _Uninitialized(Exception):
