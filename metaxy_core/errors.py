@@ -24,6 +24,7 @@ catch either ``MetaxyError`` or the builtin they already expect::
     │   ├── DuplicateIdError                    one sample appears twice in one write
     │   ├── MissingDataVersionError             a root write lacks a field's data version
     │   ├── ColumnTypeError(TypeError)          a column has the wrong type
+    │   ├── DuplicateColumnError                two column names that differ only in case
     │   ├── UnknownColumnError                  a metaxy_ column that names nothing of the feature
     │   └── UnknownSampleError                  a sample that upstream does not produce
     ├── StoreError(RuntimeError)                a store that cannot be used
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "CycleError",
     "DependencyError",
+    "DuplicateColumnError",
     "DuplicateFeatureError",
     "DuplicateFieldError",
     "DuplicateIdError",
@@ -160,6 +162,10 @@ class DuplicateIdError(WriteError):
 
 class ColumnTypeError(WriteError, TypeError):
     """A column has a type the store cannot accept."""
+
+
+class DuplicateColumnError(WriteError):
+    """Two column names differ only in case: the stores resolve column names without case."""
 
 
 class UnknownColumnError(WriteError):

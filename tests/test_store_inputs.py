@@ -3,6 +3,9 @@ store as it was, on every store and engine."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import sqlite3
 from pathlib import Path
 
 import duckdb
@@ -326,6 +329,93 @@ def test_a_misspelt_data_version_column_is_refused(store: MetadataStore) -> None
 
 
 @pytest.mark.parametrize(
+    ("column", "why"),
+    [
+        (pl.Series("blob", [{1}, {2}], dtype=pl.Object), "it holds Python objects"),
+        (pl.Series("blob", [1, 2], dtype=pl.Int128), "Arrow has no 128-bit integers"),
+    ],
+)
+def test_columns_no_store_can_hold_are_refused(column: pl.Series, why: str, tmp_path: Path) -> None:
+    store = make_store("duckdb-file-sql", reference_graph(), tmp_path)
+    _fill(store)
+    before = _snapshot(store)
+    with pytest.raises(
+        errors.ColumnTypeError,
+        match=rf"feature 'video/raw': column 'blob' has type {re.escape(str(column.dtype))}, "
+        rf"which no store can hold \({why}.*\)\. Convert 'blob' to a column type",
+    ):
+        store.write("video/raw", _raw(["v1", "v2"]).with_columns(column))
+    _assert_unchanged(store, before)
+    with pytest.raises(errors.ColumnTypeError, match=r"id column 'video_id' has type Int128"):
+        store.write("video/raw", _raw(["v1"]).with_columns(pl.lit(1, pl.Int128).alias("video_id")))
+
+
+def test_column_names_that_differ_only_in_case_are_refused(store: MetadataStore) -> None:
+    _fill(store)
+    store.write("video/raw", _raw(["v1"]).with_columns(score=pl.lit(1)))
+    before = _snapshot(store)
+    with pytest.raises(
+        errors.DuplicateColumnError,
+        match=r"feature 'video/raw': columns 'video_id' and 'Video_ID' differ only in case; "
+        r"stores resolve column names without case",
+    ):
+        store.write("video/raw", _raw(["v1"]).with_columns(Video_ID=pl.lit("x")))
+    with pytest.raises(
+        errors.DuplicateColumnError,
+        match=r"columns 'metaxy_data_version__audio' and 'METAXY_DATA_VERSION__AUDIO' differ",
+    ):
+        store.write("video/raw", _raw(["v1"]).with_columns(METAXY_DATA_VERSION__AUDIO=pl.lit("z")))
+    with pytest.raises(
+        errors.DuplicateColumnError,
+        match=r"feature 'video/raw': column 'Score' differs only in case from the stored column "
+        r"'score'; stores resolve column names without case\. Rename 'Score' to 'score'",
+    ):
+        store.write("video/raw", _raw(["v2"]).with_columns(Score=pl.lit(2)))
+    _assert_unchanged(store, before)
+    store.write("video/raw", _raw(["v2"]).with_columns(score=pl.lit(2)))  # the stored name works
+    assert store.read("video/raw").sort("video_id").get_column("score").to_list()[:2] == [1, 2]
+
+
+def test_null_provenance_is_refused(store: MetadataStore) -> None:
+    store.write("video/raw", _raw(["v1", "v2"]))
+    new = store.resolve_update("video/crop").new
+    before = _snapshot(store)
+    with pytest.raises(
+        errors.MissingColumnError,
+        match=r"feature 'video/crop': column 'metaxy_provenance__audio' has 1 null value\(s\); "
+        r"a sample's provenance says what it was computed from",
+    ):
+        store.write(
+            "video/crop",
+            new.with_columns(
+                metaxy_provenance__audio=pl.when(pl.col("video_id") == "v1")
+                .then(None)
+                .otherwise(pl.col("metaxy_provenance__audio"))
+            ),
+        )
+    _assert_unchanged(store, before)
+
+
+def test_frames_that_do_not_convert_and_deletes_without_ids_name_the_problem() -> None:
+    store = make_store("memory", reference_graph(), None)
+    mixed = _raw(["v1", "v2"]).to_pandas()
+    mixed["video_id"] = ["v1", 2]
+    with pytest.raises(
+        errors.ColumnTypeError,
+        match=r"write of 'video/raw': the frame cannot be converted to Polars \(ArrowTypeError: ",
+    ):
+        store.write("video/raw", mixed)
+    with pytest.raises(
+        errors.MissingColumnError,
+        match=r"feature 'video/raw': id column 'video_id' is missing; the frame has columns: vid",
+    ):
+        store.delete("video/raw", pl.DataFrame({"vid": ["v1"]}))
+    assert store.last_write_seq() == 0
+    batch = _raw(["v1"]).to_arrow().to_batches()[0]  # an Arrow record batch is a frame too
+    assert store.write("video/raw", batch).rows == 1
+
+
+@pytest.mark.parametrize(
     "column",
     ["metaxy_provenance__nope", "metaxy_upstream_data_version__video__other", "metaxy_size"],
 )
@@ -391,6 +481,23 @@ def test_a_file_that_is_not_a_database_is_refused_and_left_alone(
     with pytest.raises(errors.StoreFormatError, match=message):
         store.write("video/raw", _raw(["v1"]))
     assert path.read_text() == "not a database\n"
+
+
+def test_a_sqlite_file_is_refused_without_loading_an_extension(tmp_path: Path) -> None:
+    # DuckDB would open it with its SQLite extension, installed (a download) on first use.
+    path = tmp_path / "meta.db"
+    with contextlib.closing(sqlite3.connect(path)) as sqlite:
+        sqlite.execute("CREATE TABLE t (x)")
+        sqlite.commit()
+    content = path.read_bytes()
+    with pytest.raises(
+        errors.StoreFormatError,
+        match=rf"store '{path}' is not a DuckDB database file \(its header is not DuckDB's\)",
+    ):
+        DuckDBMetadataStore(reference_graph(), path).read("video/raw")
+    assert path.read_bytes() == content
+    with pytest.raises(errors.StorePathError, match=r"store path '/dev/null' is not a regular"):
+        DuckDBMetadataStore(reference_graph(), "/dev/null")
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])

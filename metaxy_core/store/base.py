@@ -42,10 +42,12 @@ from metaxy_core.store.failures import (
     record_failures,
 )
 from metaxy_core.store.rows import (
+    check_stored_names,
     prepare_rows,
     stored_data_version,
     to_polars,
     tombstones,
+    validate_ids,
     validate_samples,
     validate_write,
 )
@@ -249,6 +251,7 @@ class MetadataStore(ABC):
         validate_write(spec, data)
         with self, self._write_session() as session:  # one connection to prepare and append
             self._check_id_columns(session, [feature])
+            check_stored_names(spec, data, self._stored_columns(session, feature) or [])
             failures = None
             if failed is not None:  # prepared first: a bad frame of failures writes nothing
                 given = to_polars(failed, f"failed samples of {feature!r}")
@@ -353,8 +356,9 @@ class MetadataStore(ABC):
     def delete(self, feature: str, ids: Any, *, run_id: str | None = None) -> WriteResult:
         """Soft-delete samples: append tombstones; history keeps every earlier row."""
         spec = self._spec(feature)
-        data = to_polars(ids, f"delete from {feature!r}").select(spec.id_columns)
-        rows = tombstones(self.graph, spec, data, run_id)
+        data = to_polars(ids, f"delete from {feature!r}")
+        validate_ids(spec, data)  # names a missing id column before selecting it
+        rows = tombstones(self.graph, spec, data.select(spec.id_columns), run_id)
         with self._write_session() as session:
             self._check_id_columns(session, [feature])
             chunks = [rows] if rows.height else []  # an empty delete changes no table

@@ -17,11 +17,13 @@ from typing import Any
 
 import narwhals as nw
 import polars as pl
+import pyarrow as pa
 
 from metaxy_core import columns as c
 from metaxy_core.definitions import FeatureSpec, FieldRef
 from metaxy_core.errors import (
     ColumnTypeError,
+    DuplicateColumnError,
     DuplicateIdError,
     MissingColumnError,
     MissingDataVersionError,
@@ -33,6 +35,7 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import polars_hash, polars_hash_text
 
 __all__ = [
+    "check_stored_names",
     "prepare_rows",
     "stored_data_version",
     "to_polars",
@@ -47,15 +50,25 @@ _EXAMPLES = 3
 
 def to_polars(frame: Any, what: str) -> pl.DataFrame:
     """Any Narwhals-supported frame (Polars, pandas, Arrow; eager or lazy) as a Polars frame."""
+    if isinstance(frame, pa.RecordBatch):
+        frame = pa.Table.from_batches([frame])
     try:
         native = nw.from_native(frame)
     except TypeError:
         raise TypeError(
-            f"{what}: expected a Polars, pandas or Arrow frame, got {type(frame).__name__}."
+            f"{what}: expected a frame (Polars DataFrame or LazyFrame, pandas DataFrame, Arrow "
+            f"Table or RecordBatch), got {type(frame).__name__}."
         ) from None
     if isinstance(native, nw.LazyFrame):
         native = native.collect("polars")
-    result: pl.DataFrame = native.to_polars()
+    try:
+        result: pl.DataFrame = native.to_polars()
+    except (pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        # e.g. a pandas object column holding strings and numbers
+        raise ColumnTypeError(
+            f"{what}: the frame cannot be converted to Polars ({type(exc).__name__}: {exc}). "
+            "Give each column one type (e.g. cast mixed id columns to strings)."
+        ) from None
     return result
 
 
@@ -102,7 +115,52 @@ def _id_type(dtype: pl.DataType) -> bool:
     """Whether ids of this type have one canonical text (see ``hashing.polars_id_text``);
     all-null columns pass here and fail the null check."""
     exact = (pl.String, pl.Categorical, pl.Enum, pl.Boolean, pl.Date, pl.Datetime, pl.Null)
-    return dtype.is_integer() or isinstance(dtype, exact)
+    return (dtype.is_integer() and dtype not in _WIDE) or isinstance(dtype, exact)
+
+
+# Types no store holds: 128-bit integers (Arrow has none), Python objects (their bytes are
+# pointers).
+_WIDE = (pl.Int128, pl.UInt128)
+
+
+def _check_columns(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """Every column of a type the stores hold, and no two names that differ only in case
+    (DuckDB, ClickHouse and Spark SQL resolve column names without case)."""
+    for name, dtype in frame.schema.items():
+        if dtype in _WIDE or dtype == pl.Object:
+            why = (
+                "Arrow has no 128-bit integers"
+                if dtype in _WIDE
+                else ("it holds Python objects, which would be stored as memory addresses")
+            )
+            raise ColumnTypeError(
+                f"feature {spec.key!r}: column {name!r} has type {dtype}, which no store can "
+                f"hold ({why}). Convert {name!r} to a column type such as a string, an "
+                "integer or a list of those, or drop it."
+            )
+    seen: dict[str, str] = {}
+    for name in frame.columns:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise DuplicateColumnError(
+                f"feature {spec.key!r}: columns {other!r} and {name!r} differ only in case; "
+                "stores resolve column names without case, so one would overwrite the other. "
+                "Rename one of them."
+            )
+
+
+def check_stored_names(spec: FeatureSpec, frame: pl.DataFrame, stored: list[str]) -> None:
+    """No column of ``frame`` differs only in case from a column the store already has for
+    ``spec`` (stores resolve names without case: the new one would clash with the old)."""
+    by_case = {name.lower(): name for name in stored}
+    for name in frame.columns:
+        other = by_case.get(name.lower(), name)
+        if other != name:
+            raise DuplicateColumnError(
+                f"feature {spec.key!r}: column {name!r} differs only in case from the stored "
+                f"column {other!r}; stores resolve column names without case. Rename {name!r} "
+                f"to {other!r}, or give it another name."
+            )
 
 
 def _check_type(spec: FeatureSpec, frame: pl.DataFrame, name: str, *, text: bool) -> None:
@@ -190,7 +248,9 @@ def _check_known(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     """Refuse a ``metaxy_`` column that is neither one a write takes nor one it replaces: it
     would be dropped, e.g. a misspelt data version column whose override would be lost."""
     allowed = _allowed(spec)
-    unknown = [n for n in frame.columns if n.startswith(c.PREFIX) and n not in allowed | _REPLACED]
+    unknown = [
+        n for n in frame.columns if n.lower().startswith(c.PREFIX) and n not in allowed | _REPLACED
+    ]
     if not unknown:
         return
     fields = ", ".join(spec.field_keys)
@@ -210,12 +270,25 @@ def validate_write(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     """Every check of a frame to write, over the whole frame: ids, types, data versions, and
     no ``metaxy_`` column that names nothing of the feature."""
     validate_ids(spec, frame)
+    _check_columns(spec, frame)
     _check_known(spec, frame)
     versions = {c.data_version_column(f) for f in spec.field_keys}
     for name in set(frame.columns) & _allowed(spec):
         _check_type(spec, frame, name, text=name in versions)
     if spec.is_root:
         _check_data_versions(spec, frame)
+        return
+    provenance = [c.provenance_column(f) for f in sorted(spec.field_keys)]
+    if not set(provenance) <= set(frame.columns):
+        return  # computed by the write, from the current upstream rows
+    for name in provenance:
+        nulls = frame.get_column(name).null_count()
+        if nulls:
+            raise MissingColumnError(
+                f"feature {spec.key!r}: column {name!r} has {nulls} null value(s); a sample's "
+                "provenance says what it was computed from. Pass the column as the increment "
+                "gave it, or drop the provenance columns to let the write compute them."
+            )
 
 
 def prepare_rows(
