@@ -73,10 +73,13 @@ def hash_arrow(plan: ResolvePlan, rows: pa.Table | pa.RecordBatchReader) -> pl.L
             if any(col.type != pa.int64() or col.null_count for col in columns):
                 raise _NotInt64
             # The values buffer as it is (pyarrow's ``to_numpy`` may import pandas, 0.3 s).
-            yield {
-                n: np.frombuffer(col.buffers()[1], np.int64, len(col), col.offset * 8)
-                for n, col in zip(names, columns, strict=True)
-            }, batch.num_rows
+            yield (
+                {
+                    n: np.frombuffer(col.buffers()[1], np.int64, len(col), col.offset * 8)
+                    for n, col in zip(names, columns, strict=True)
+                },
+                batch.num_rows,
+            )
 
     try:
         hashed = hash_stream([((f.recipe,), f.inputs) for f in plan.fields], pieces())
