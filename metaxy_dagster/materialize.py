@@ -18,6 +18,7 @@ from metaxy_core import (
     to_polars,
     validate_ids,
 )
+from metaxy_core.store.failures import validate_failed
 from metaxy_dagster.io_manager import MetaxyWrite
 from metaxy_dagster.output import MetaxyOutput
 from metaxy_dagster.partitions import MetaxyPartitions
@@ -50,7 +51,7 @@ def materialize(
     key = store.graph.expected_key(spec.key)
     failed = None
     if spec.is_root:
-        samples, failed = _returned(spec, call(None))
+        samples, failed = _returned(spec, key, call(None))
         increment = store.resolve_update(
             spec.key, samples=samples, filter=scope, retry_failed=retry_failed
         )
@@ -112,14 +113,19 @@ def materialize(
     )
 
 
-def _returned(spec: FeatureSpec, returned: Any) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """The rows and the failed samples (``None``: none reported) a function returned."""
+def _returned(
+    spec: FeatureSpec, key: Sequence[str], returned: Any
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The rows and the failed samples (``None``: none reported, else checked: ``key`` columns
+    and an ``error`` column) a function returned."""
     if not isinstance(returned, MetaxyOutput):
         return to_polars(returned, f"frame returned by {spec.key!r}"), None
     rows = to_polars(returned.rows, f"rows of the MetaxyOutput of {spec.key!r}")
     if returned.failed is None:
         return rows, None
-    return rows, to_polars(returned.failed, f"failed samples of the MetaxyOutput of {spec.key!r}")
+    failed = to_polars(returned.failed, f"failed samples of the MetaxyOutput of {spec.key!r}")
+    validate_failed(spec, key, failed)
+    return rows, failed
 
 
 def _failed_markdown(failed: pl.DataFrame, key: Sequence[str]) -> str:
@@ -144,7 +150,7 @@ def _run(
     inputs to its rows and failed samples, joined on ``key``: the id columns, or the parent ids
     for an expansion, whose function returns the children of the parents it was given."""
     ids = list(spec.id_columns)
-    result, failed = _returned(spec, call(todo))
+    result, failed = _returned(spec, key, call(todo))
     validate_ids(spec, result)
     carried = [
         n

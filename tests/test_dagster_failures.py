@@ -185,3 +185,34 @@ def test_a_store_retry_policy_brings_failed_samples_back(
     assert p.seen[-1] == BAD  # one automatic retry: they fail again
     dg.materialize(p.assets, resources=resources, instance=instance, selection=[p.assets[1].key])
     assert len(p.seen) == 2  # retries used up: nothing to compute
+
+
+def test_a_failed_frame_without_messages_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    store = MetaxyStoreResource(path=str(tmp_path / "metaxy.duckdb"))
+
+    @metaxy_asset(key="clips", id_columns=["clip_id"], fields=["audio"])
+    def clips() -> pl.DataFrame:
+        return root_samples("clip_id", ["a", "b"], audio=["h1", "h2"])
+
+    @metaxy_asset(key="clips/embed", id_columns=["clip_id"], deps=[clips])
+    def embed(increment: pl.DataFrame) -> MetaxyOutput:
+        return MetaxyOutput(increment.head(1), failed=increment.tail(1).select("clip_id"))
+
+    resources = {"metaxy_store": store, "metaxy_io_manager": MetaxyIOManager(store=store)}
+    dg.materialize([clips], resources=resources)
+    result = dg.materialize(
+        [clips, embed], resources=resources, selection=[embed.key], raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = failure.step_failure_data.error.cause.message  # type: ignore[union-attr]
+    assert message.startswith(
+        "metaxy_core.errors.MissingColumnError: failed samples of 'clips/embed': column 'error' "
+        "(the error message of each sample) is missing; the frame has columns: clip_id. "
+        "Add 'error'"
+    ), message
+    metaxy = store.get_store(feature_graph([clips, embed]))
+    assert metaxy.read("clips/embed").height == 0
+    assert metaxy.read_failures("clips/embed").height == 0

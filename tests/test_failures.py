@@ -205,8 +205,30 @@ def test_bad_failed_frames_write_nothing(store: MetadataStore) -> None:
     unknown = pl.DataFrame({"clip_id": ["nope"], "error": ["x"]})
     with pytest.raises(errors.UnknownSampleError, match="not produced by its upstream"):
         store.write("clips/embed", rows, failed=unknown)
+    for written in (rows, rows.head(0)):
+        with pytest.raises(
+            errors.ColumnTypeError,
+            match=r"failed samples of 'clips/embed': column 'clip_id' has type Int64, but the "
+            r"upstream rows of 'clips/embed' have it as String\. Cast 'clip_id' to String",
+        ):
+            failed_3 = pl.DataFrame({"clip_id": [3], "error": ["x"]})
+            store.write("clips/embed", written, failed=failed_3)
+    attempted = increment.new.filter(pl.col("clip_id").is_in(BAD)).select(
+        "clip_id", "metaxy_provenance__audio", error=pl.lit("x")
+    )
+    as_text = attempted.with_columns(pl.col("metaxy_provenance__audio").cast(pl.String))
+    with pytest.raises(
+        errors.ColumnTypeError,
+        match=r"feature 'clips/embed': column 'metaxy_provenance__audio' must hold 64-bit "
+        r"integers \(Int64\)",
+    ):
+        store.write("clips/embed", rows, failed=as_text)
+    nulls = attempted.with_columns(metaxy_provenance__audio=pl.lit(None, pl.Int64))
+    with pytest.raises(errors.MissingColumnError, match=r"has 7 null value\(s\)"):
+        store.write("clips/embed", rows, failed=nulls)
     assert store.read("clips/embed").height == 0
     assert store.read_failures("clips/embed").height == 0
+    assert store.count_update("clips/embed").new == N  # nothing recorded broke the increment
 
 
 def test_forgotten_failures_come_back_and_the_store_policy_applies(store: MetadataStore) -> None:

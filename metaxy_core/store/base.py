@@ -42,6 +42,7 @@ from metaxy_core.store.failures import (
     record_failures,
 )
 from metaxy_core.store.rows import (
+    check_key_types,
     check_stored_names,
     prepare_rows,
     stored_data_version,
@@ -631,12 +632,17 @@ class MetadataStore(ABC):
         if spec.is_root or provenance <= set(data.columns):
             return None
         key = list(self.graph.expected_key(spec.key))
-        everything = self._expected_for(session, spec.key, data.select(key).unique())
+        what = f"write of {spec.key!r}"
+        everything = self._expected_for(session, spec.key, data.select(key).unique(), what)
         return lambda ids: everything.join(ids.unique(), on=key, how="semi")
 
-    def _expected_for(self, session: Any, feature: str, ids: pl.DataFrame) -> pl.DataFrame:
+    def _expected_for(
+        self, session: Any, feature: str, ids: pl.DataFrame, what: str
+    ) -> pl.DataFrame:
         """Expected provenance and change inputs of the samples (parents, for an expansion)
-        that ``ids`` (their key columns) name."""
+        that ``ids`` (their key columns, from what ``what`` names) name."""
         plan, _ = self._plan(session, feature, None)
         expected = to_polars(self._engine(session).expected(plan), f"expected rows of {feature!r}")
-        return expected.join(ids, on=list(plan.key), how="semi").select(*plan.key, *plan.carried)
+        key = list(plan.key)
+        check_key_types(what, ids, expected.select(key), f"the upstream rows of {feature!r}")
+        return expected.join(ids, on=key, how="semi").select(*key, *plan.carried)

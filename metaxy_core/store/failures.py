@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,7 @@ from metaxy_core.filters import SampleFilter
 from metaxy_core.graph import FeatureGraph
 from metaxy_core.increment import Increment, IncrementCounts
 from metaxy_core.plan import ResolvePlan
-from metaxy_core.store.rows import prepare_rows, validate_ids
+from metaxy_core.store.rows import check_key_types, check_provenance, prepare_rows, validate_ids
 
 if TYPE_CHECKING:
     from metaxy_core.store.base import MetadataStore
@@ -62,6 +62,7 @@ __all__ = [
     "read_failures",
     "record_failures",
     "record_forget",
+    "validate_failed",
 ]
 
 ERROR = "error"
@@ -105,18 +106,9 @@ def _kind(feature: str) -> str:
     return _KIND + feature
 
 
-def failure_rows(
-    store: MetadataStore, session: Any, spec: FeatureSpec, failed: pl.DataFrame, run_id: str | None
-) -> pl.DataFrame:
-    """The failures of a write to record: key columns, the provenance of every field the
-    samples were attempted under, the error message and the run.
-
-    The provenance comes from the frame's ``metaxy_provenance__<field>`` columns (as an
-    increment gives them) or, when absent, from current upstream (for a root feature: from its
-    ``metaxy_data_version__<field>`` columns).
-    """
-    key = list(store.graph.expected_key(spec.key))
-    prov = [c.provenance_column(f) for f in sorted(spec.field_keys)]
+def validate_failed(spec: FeatureSpec, key: Sequence[str], failed: pl.DataFrame) -> None:
+    """A frame of failed samples of ``spec``: their ``key`` columns (the id columns; the parent
+    ids of an expansion) holding valid ids, and an ``error`` column of messages."""
     if ERROR not in failed.columns:
         raise MissingColumnError(
             f"failed samples of {spec.key!r}: column {ERROR!r} (the error message of each "
@@ -129,15 +121,33 @@ def failure_rows(
             f"{failed.schema[ERROR]}; it holds messages. Cast it to a string."
         )
     validate_ids(spec.model_copy(update={"id_columns": tuple(key)}), failed)
+
+
+def failure_rows(
+    store: MetadataStore, session: Any, spec: FeatureSpec, failed: pl.DataFrame, run_id: str | None
+) -> pl.DataFrame:
+    """The failures of a write to record: key columns, the provenance of every field the
+    samples were attempted under, the error message and the run.
+
+    The provenance comes from the frame's ``metaxy_provenance__<field>`` columns (as an
+    increment gives them) or, when absent, from current upstream (for a root feature: from its
+    ``metaxy_data_version__<field>`` columns).
+    """
+    key = list(store.graph.expected_key(spec.key))
+    prov = [c.provenance_column(f) for f in sorted(spec.field_keys)]
+    validate_failed(spec, key, failed)
     errors = failed.select(*key, pl.col(ERROR).cast(pl.String).fill_null(""))
     if set(prov) <= set(failed.columns):
+        check_provenance(spec, failed)
         attempted = failed.select(*key, *prov)
     elif spec.is_root:
         attempted = prepare_rows(
             store.graph, spec, failed.drop(ERROR), run_id=run_id, expected=None
         ).select(*key, *prov)
     else:
-        expected = store._expected_for(session, spec.key, failed.select(key))
+        expected = store._expected_for(
+            session, spec.key, failed.select(key), f"failed samples of {spec.key!r}"
+        )
         attempted = failed.select(key).join(expected, on=key, how="left").select(*key, *prov)
         unknown = attempted.filter(pl.col(prov[0]).is_null()).select(key)
         if unknown.height:
@@ -321,6 +331,9 @@ def check_not_both(
 ) -> None:
     """Refuse a write that reports a sample both as a row and as failed."""
     key = list(graph.expected_key(spec.key))
+    if data.is_empty():
+        return
+    check_key_types(f"failed samples of {spec.key!r}", failed, data.select(key), "the rows written")
     both = data.select(key).join(failed.select(key), on=key, how="semi").unique()
     if both.height:
         raise DuplicateIdError(

@@ -35,6 +35,8 @@ from metaxy_core.graph import FeatureGraph
 from metaxy_core.hashing import polars_hash, polars_hash_text
 
 __all__ = [
+    "check_key_types",
+    "check_provenance",
     "check_stored_names",
     "prepare_rows",
     "stored_data_version",
@@ -146,6 +148,18 @@ def _check_columns(spec: FeatureSpec, frame: pl.DataFrame) -> None:
                 f"feature {spec.key!r}: columns {other!r} and {name!r} differ only in case; "
                 "stores resolve column names without case, so one would overwrite the other. "
                 "Rename one of them."
+            )
+
+
+def check_key_types(what: str, frame: pl.DataFrame, other: pl.DataFrame, where: str) -> None:
+    """The columns of ``other`` (key columns: ids, parent ids) have the same types in
+    ``frame``; ``what`` names ``frame`` and ``where`` names ``other`` in the error."""
+    for name, dtype in other.schema.items():
+        given = frame.schema.get(name, dtype)
+        if given != dtype and pl.Null not in (given, dtype):
+            raise ColumnTypeError(
+                f"{what}: column {name!r} has type {given}, but {where} have it as {dtype}. "
+                f"Cast {name!r} to {dtype}, as the increment gives it."
             )
 
 
@@ -278,10 +292,16 @@ def validate_write(spec: FeatureSpec, frame: pl.DataFrame) -> None:
     if spec.is_root:
         _check_data_versions(spec, frame)
         return
-    provenance = [c.provenance_column(f) for f in sorted(spec.field_keys)]
-    if not set(provenance) <= set(frame.columns):
-        return  # computed by the write, from the current upstream rows
-    for name in provenance:
+    if {c.provenance_column(f) for f in spec.field_keys} <= set(frame.columns):
+        check_provenance(spec, frame)
+    # else: computed by the write, from the current upstream rows
+
+
+def check_provenance(spec: FeatureSpec, frame: pl.DataFrame) -> None:
+    """The ``metaxy_provenance__<field>`` columns of ``frame``, as an increment gives them:
+    64-bit integers without nulls."""
+    for name in (c.provenance_column(f) for f in sorted(spec.field_keys)):
+        _check_type(spec, frame, name, text=False)
         nulls = frame.get_column(name).null_count()
         if nulls:
             raise MissingColumnError(
