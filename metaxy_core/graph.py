@@ -54,7 +54,13 @@ class FeatureGraph:
 
     def __init__(self, features: Iterable[FeatureSpec] = ()) -> None:
         specs: dict[str, FeatureSpec] = {}
-        for spec in features:
+        for index, spec in enumerate(features):
+            if not isinstance(spec, FeatureSpec):
+                raise TypeError(
+                    f"FeatureGraph takes FeatureSpec objects; item {index} is a "
+                    f"{type(spec).__name__} ({spec!r:.80}). Build it with FeatureSpec(key=..., "
+                    "id_columns=[...], ...), or FeatureSpec(**mapping) for a mapping."
+                )
             if spec.key in specs:
                 if specs[spec.key] == spec:
                     continue

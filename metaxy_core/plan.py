@@ -203,7 +203,16 @@ def build_plan(
         known = upstream_columns.get(dep.feature)
         user = _shaped_columns(feature, dep, known, upstream.id_columns)
         # Upstream ids outside the join (an aggregation's member ids) pass through like users'.
-        for name in [*(i for i in upstream.id_columns if i not in on), *user]:
+        passed = [*(i for i in upstream.id_columns if i not in on), *user]
+        unknown = [n for n in dict(dep.rename) if n not in passed]
+        if known is not None and unknown:
+            raise DependencyError(
+                f"feature {feature!r} renames {', '.join(map(repr, unknown))} of "
+                f"{dep.feature!r}, which it does not pass through; the columns it passes "
+                f"through are: {', '.join(passed) or 'none'}. Rename one of those, or select "
+                "the column first."
+            )
+        for name in passed:
             wanted = dict(dep.rename).get(name, name)
             # The first upstream (in declaration order) keeps a shared column's plain name.
             alias = wanted if wanted not in taken else f"{wanted}__{dep.feature.replace('/', '__')}"

@@ -532,3 +532,37 @@ def test_read_history_of_some_columns(store: MetadataStore) -> None:
     assert history.rows() == [(old,), (old,), (new,), (None,)]
     both = store.read("video/raw", history=True, columns=["video_id", "metaxy_deleted"])
     assert both.rows() == [("v2", False), ("v1", False), ("v2", False), ("v1", True)]
+
+
+# -- 8. arguments that used to be ignored ----------------------------------------------------------
+
+
+def test_ignored_arguments_are_refused() -> None:
+    with pytest.raises(
+        TypeError, match=r"^FeatureGraph takes FeatureSpec objects; item 1 is a dict \(\{'key'"
+    ):
+        FeatureGraph([reference_specs()[0], {"key": "a", "id_columns": ["id"]}])  # type: ignore[list-item]
+    graph = FeatureGraph(
+        [
+            reference_specs()[0],
+            FeatureSpec(
+                key="video/thumb",
+                id_columns=["video_id"],
+                deps=[FeatureDep("video/raw", rename={"pth": "thumb_path"})],
+            ),
+        ]
+    )
+    store = make_store("memory", graph)
+    store.write("video/raw", _raw(["v1"]).with_columns(path=pl.lit("/v1.mp4")))
+    with pytest.raises(
+        errors.DependencyError,
+        match=r"^feature 'video/thumb' renames 'pth' of 'video/raw', which it does not pass "
+        r"through; the columns it passes through are: path\. Rename one of those",
+    ):
+        store.resolve_update("video/thumb")
+    with pytest.raises(
+        ValueError,
+        match=r"^'video/thumb' is not a root feature: its samples come from its upstream "
+        r"\(video/raw\), so samples= would be ignored\. Call it without samples=",
+    ):
+        store.count_update("video/thumb", samples=_raw(["v1"]))

@@ -560,6 +560,12 @@ class MetadataStore(ABC):
                 for n in map(c.data_version_column, spec.field_keys)
             )
             sample_columns = frame.columns
+        elif samples is not None:
+            raise ValueError(
+                f"{feature!r} is not a root feature: its samples come from its upstream "
+                f"({', '.join(d.feature for d in spec.deps)}), so samples= would be ignored. "
+                f"Call it without samples=; to limit the increment, pass filter=."
+            )
         self._check_id_columns(session, [feature, *(d.feature for d in spec.deps)])
         stored = {
             d.feature: columns
