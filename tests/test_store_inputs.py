@@ -566,3 +566,20 @@ def test_ignored_arguments_are_refused() -> None:
         r"\(video/raw\), so samples= would be ignored\. Call it without samples=",
     ):
         store.count_update("video/thumb", samples=_raw(["v1"]))
+
+
+def test_root_samples_with_ids_of_another_kind_than_stored_are_refused(
+    store: MetadataStore, kind: str
+) -> None:
+    store.write("video/raw", _raw(["1", "2"]))
+    as_numbers = _raw(["1", "2"]).with_columns(pl.col("video_id").cast(pl.Int64))
+    with pytest.raises(
+        errors.ColumnTypeError,
+        match=r"^samples of 'video/raw': id column 'video_id' has type \S+, but the store holds "
+        r"it as \S+\. Cast 'video_id' in samples= to the type its rows were written with\.$",
+    ):
+        store.count_update("video/raw", samples=as_numbers)
+    if kind == "clickhouse":  # takes no categorical samples at all (docs/clickhouse.md)
+        return
+    categorical = _raw(["1", "3"]).with_columns(pl.col("video_id").cast(pl.Categorical))
+    assert store.count_update("video/raw", samples=categorical) == IncrementCounts(1, 0, 1)

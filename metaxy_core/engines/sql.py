@@ -15,6 +15,7 @@ algorithm; ``engines/polars.py`` runs the DuckDB hooks over the frames a store s
 from __future__ import annotations
 
 import itertools
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from metaxy_core import columns as c
 from metaxy_core.engines import classify
+from metaxy_core.errors import ColumnTypeError
 from metaxy_core.filters import HashShard, SampleFilter
 from metaxy_core.hashing import NULL_SENTINEL, SEPARATOR
 from metaxy_core.increment import Increment, IncrementCounts
@@ -56,6 +58,12 @@ def quote(identifier: str) -> str:
 def sql_literal(value: str) -> str:
     """A quoted SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+# An integer type in DuckDB, ClickHouse or Spark SQL (lower case).
+_INTEGER = re.compile(
+    r"^(nullable\()?(u?int\d*|u?tinyint|u?smallint|u?integer|u?bigint|u?hugeint|long|short|byte)\b"
+)
 
 
 def _alias() -> str:
@@ -159,6 +167,26 @@ class SqlEngine(ABC):
     def _is_text(self, sql_type: str | None) -> bool:
         """Whether ``sql_type`` is the engine's string type."""
         return sql_type == "VARCHAR"
+
+    def _check_sample_ids(self, plan: ResolvePlan, inputs: str, stored: str) -> None:
+        """A root's samples have no integer id the store holds as text, nor the other way
+        round: the join of the two would fail (or, in some engines, compare text with
+        numbers)."""
+        ids = ", ".join(map(quote, plan.id_columns))
+        given = self._types(f"SELECT {ids} FROM {inputs} AS {_alias()}")
+        held = self._types(f"SELECT {ids} FROM {stored} AS {_alias()}")
+        for name in plan.id_columns:
+            new, old = given[name], held[name]
+            kinds = {self._is_text(new), self._is_text(old)}
+            integers = {bool(_INTEGER.match(new.lower())), bool(_INTEGER.match(old.lower()))}
+            # Text on one side, an integer on the other (an enum or a column of nulls only,
+            # from an empty first write, joins with either).
+            if kinds == {True, False} and integers == {True, False}:
+                raise ColumnTypeError(
+                    f"samples of {plan.feature!r}: id column {name!r} has type {new}, but the "
+                    f"store holds it as {old}. Cast {name!r} in samples= to the type its rows "
+                    "were written with."
+                )
 
     def _with_provenance(self, query: str, plan: ResolvePlan) -> str:
         """SQL of the rows of ``query`` with every field's expected provenance hashed in the
@@ -440,6 +468,8 @@ class SqlEngine(ABC):
         """
         inputs = self._inputs(plan, samples)
         stored = self._stored(plan, filter, by)
+        if plan.is_root and stored is not None:
+            self._check_sample_ids(plan, inputs, stored)
         if filter is not None:
             inputs = self._filter_expected(inputs, filter, plan, stored)
         if by is not None:
