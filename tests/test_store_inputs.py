@@ -402,7 +402,8 @@ def test_frames_that_do_not_convert_and_deletes_without_ids_name_the_problem() -
     mixed["video_id"] = ["v1", 2]
     with pytest.raises(
         errors.ColumnTypeError,
-        match=r"write of 'video/raw': the frame cannot be converted to Polars \(ArrowTypeError: ",
+        match=r"write of 'video/raw': the frame cannot be converted to Polars \((ArrowTypeError|"
+        r"TypeError): ",
     ):
         store.write("video/raw", mixed)
     with pytest.raises(

@@ -65,8 +65,9 @@ def to_polars(frame: Any, what: str) -> pl.DataFrame:
         native = native.collect("polars")
     try:
         result: pl.DataFrame = native.to_polars()
-    except (pa.ArrowException, pl.exceptions.PolarsError) as exc:
-        # e.g. a pandas object column holding strings and numbers
+    except (pa.ArrowException, pl.exceptions.PolarsError, TypeError) as exc:
+        # e.g. a pandas object column holding strings and numbers (which older Polars
+        # versions convert themselves, raising TypeError)
         raise ColumnTypeError(
             f"{what}: the frame cannot be converted to Polars ({type(exc).__name__}: {exc}). "
             "Give each column one type (e.g. cast mixed id columns to strings)."
